@@ -1,0 +1,160 @@
+"""Shared helpers of the benchmark: /proc readings, statistics, test data and the workload program.
+
+Owns nothing that talks to a server; see clients.py and servers.py for that.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import socket
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypedDict
+
+__all__ = [
+    "CLK_TCK",
+    "Summary",
+    "cpu_seconds",
+    "descendants",
+    "free_port",
+    "make_text_file",
+    "percentile",
+    "raise_nofile_limit",
+    "rss_bytes",
+    "summarize",
+    "write_program",
+]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MB = 1_000_000
+
+
+class Summary(TypedDict):
+    median: float
+    min: float
+    max: float
+    n: int
+    values: list[float]
+
+
+def summarize(values: Sequence[float]) -> Summary | None:
+    if not values:
+        return None
+    vals = [float(v) for v in values]
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "values": vals,
+    }
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: the value at or below which q percent of samples lie."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces and parentheses: split after its last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process itself (not its children)."""
+    fields = _stat_fields(pid)
+    # After the name: state is field 3 of proc(5), so utime (14) and stime (15) sit at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of pid, found by walking parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-file limit to the hard one; servers started later inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_text_file(path: Path, size: int) -> None:
+    """Write exactly `size` bytes of numbered ASCII lines, the same on every run."""
+    alphabet = bytes(range(33, 127))
+    doubled = alphabet * 2
+    chunk: list[bytes] = []
+    written = 0
+    line_no = 0
+    with path.open("wb") as out:
+        while written < size:
+            shift = line_no % len(alphabet)
+            line = b"%09d " % line_no + doubled[shift : shift + 70] + b"\n"
+            line = line[: size - written]
+            chunk.append(line)
+            written += len(line)
+            line_no += 1
+            if len(chunk) >= 4096:
+                out.write(b"".join(chunk))
+                chunk.clear()
+        out.write(b"".join(chunk))
+
+
+PROGRAM = """\
+#!/bin/sh
+# Workload program of the benchmark. Every server runs this same script; the session
+# name picks what it does. It comes as $1 (raw reader, terminado, ttyd) or, for servers
+# that run one fixed command per session, as the name of the working directory.
+# stty raw -echo makes the terminal pass bytes through unchanged, so byte counts are exact
+# and the only echo is the one cat writes.
+name=${1:-${PWD##*/}}
+case $name in
+  tput*) stty raw -echo && exec cat '@DATA@' ;;
+  echo*|idle*) stty raw -echo && printf R && exec cat ;;
+  flood*|yes*) exec yes ;;
+  *) echo "bench program: unknown session name '$name'" >&2; exit 2 ;;
+esac
+"""
+
+READY_MARK = b"R"
+
+
+def write_program(path: Path, data_file: Path) -> None:
+    path.write_text(PROGRAM.replace("@DATA@", str(data_file)))
+    path.chmod(0o755)

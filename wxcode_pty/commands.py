@@ -1,0 +1,128 @@
+"""Command profiles: what a session runs, decided on the server, never by a client.
+
+A profile turns a stored record (base argv, cwd, Claude session id) into a ``SpawnPlan`` (the
+exact argv and extra environment of one spawn), may watch the running program, and may ask
+for one retry after an early exit. ``ShellCommand`` runs any program as it is;
+``ClaudeCommand`` (in ``claude.py``) adds session ids, resume and tracking.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .pty import ExitStatus
+    from .session import PTYSession
+
+__all__ = [
+    "CommandProfile",
+    "Retry",
+    "ShellCommand",
+    "SpawnPlan",
+    "SpawnRequest",
+    "Tracker",
+    "default_shell",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    """What the manager knows when it is about to start a program."""
+
+    output_project_id: str
+    session_id: str
+    base_argv: Sequence[str]
+    cwd: Path
+    claude_session_id: str | None
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnPlan:
+    """The exact command of one spawn. ``argv`` may add per-spawn flags to the base argv."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    claude_session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Start again at once with another Claude session id, telling clients ``reason``."""
+
+    claude_session_id: str | None
+    reason: str
+
+
+class Tracker(Protocol):
+    """Watches one running program (e.g. for Claude session id changes)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Called by a tracker when it learned a new Claude session id (new id, reason or None).
+IdListener = Callable[[str, str | None], None]
+
+
+class CommandProfile(Protocol):
+    """The server-side choice of what to run."""
+
+    @property
+    def kind(self) -> str:
+        """Stored with each row, so that a restart knows how to respawn it."""
+        ...
+
+    def base_argv(self) -> list[str]:
+        """The argv stored for a new session (without per-spawn flags)."""
+        ...
+
+    async def prepare(self, request: SpawnRequest) -> SpawnPlan: ...
+
+    def track(self, session: PTYSession, on_id: IdListener) -> Tracker | None: ...
+
+    def after_exit(
+        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+    ) -> Retry | None: ...
+
+
+def default_shell() -> str:
+    """The user's login shell, or /bin/sh."""
+    shell = os.environ.get("SHELL")
+    if shell and shutil.which(shell):
+        return shell
+    return "/bin/sh"
+
+
+@dataclass(frozen=True, slots=True)
+class ShellCommand:
+    """Run ``argv`` as it is, in the session's directory."""
+
+    argv: Sequence[str]
+    kind: str = "shell"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.argv, str):
+            raise TypeError("ShellCommand takes an argv list, e.g. ShellCommand(['bash', '-l'])")
+        if not self.argv:
+            raise ValueError("ShellCommand needs a program to run")
+
+    def base_argv(self) -> list[str]:
+        return list(self.argv)
+
+    async def prepare(self, request: SpawnRequest) -> SpawnPlan:
+        return SpawnPlan(argv=list(request.base_argv))
+
+    def track(self, session: PTYSession, on_id: IdListener) -> Tracker | None:
+        return None
+
+    def after_exit(
+        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+    ) -> Retry | None:
+        return None

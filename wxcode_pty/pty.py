@@ -1,0 +1,335 @@
+"""``BidirectionalPTY``: one program on a pseudo-terminal, driven from the event loop.
+
+Owns the master fd and the program's own pid: spawning, non-blocking reads and writes, resize,
+the exit status, and ending the program's whole tree (through ``proctree``). It knows nothing of
+sessions, buffers or clients: output goes to one callback, and the end to an awaitable.
+
+Nothing here blocks the loop. Output is read with ``loop.add_reader``; input goes through a
+bounded queue drained when the fd is writable; the exit is learned from a pidfd, and reaped
+with a non-blocking ``waitpid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import termios
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import proctree
+
+__all__ = ["BidirectionalPTY", "ExitStatus", "InputOverflow", "PTYClosed", "SpawnError"]
+
+#: Upper bound of one ``os.read``; a Linux PTY hands out at most a few KiB per read anyway.
+_READ_SIZE = 65536
+#: How much is read in one wakeup before other sockets get their turn.
+_READ_PER_WAKEUP = 256 * 1024
+#: How long output may keep flowing after the program exited (from its descendants) before
+#: they are ended too.
+_LINGER = 0.5
+
+
+class SpawnError(Exception):
+    """The program could not be started (missing executable, bad cwd, ...)."""
+
+
+class InputOverflow(Exception):
+    """Input was refused: the program is not reading and the input queue is full."""
+
+
+class PTYClosed(Exception):
+    """The PTY has ended; it takes no more input."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a program ended: an exit ``code``, or the name of the ``signal`` that killed it."""
+
+    code: int | None
+    signal: str | None
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ExitStatus:
+        if returncode >= 0:
+            return cls(returncode, None)
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"SIG{-returncode}"
+        return cls(None, name)
+
+
+_CHILD_DEFAULT_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+)
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # start_new_session made us a session leader; take the PTY on fd 0 as controlling terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # The server may ignore or block signals (Python ignores SIGPIPE and SIGXFSZ, a shell
+    # ignores SIGINT for background jobs); a program on a terminal expects the defaults.
+    for signum in _CHILD_DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _winsize(cols: int, rows: int) -> bytes:
+    return struct.pack("HHHH", rows, cols, 0, 0)
+
+
+class BidirectionalPTY:
+    """A running program on a PTY. Create it with :meth:`spawn`; await :meth:`wait`."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        master_fd: int,
+        identity: proctree.ProcessId,
+        marker: str,
+        on_output: Callable[[bytes], None],
+        input_limit: int,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._process = process
+        self._fd = master_fd
+        self.identity = identity
+        self.marker = marker
+        self._on_output = on_output
+        self._input_limit = input_limit
+        self._pending = bytearray()
+        self._writing = False
+        self._stream_ended = asyncio.Event()
+        self._status: ExitStatus | None = None
+        self._done: asyncio.Future[ExitStatus] = self._loop.create_future()
+        self._ending: asyncio.Task[None] | None = None
+        self._pidfd = os.pidfd_open(process.pid)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._loop.add_reader(self._pidfd, self._on_program_exit)
+
+    @classmethod
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path,
+        env: Mapping[str, str],
+        on_output: Callable[[bytes], None],
+        cols: int = 80,
+        rows: int = 24,
+        marker: str,
+        input_limit: int = 1 << 20,
+    ) -> BidirectionalPTY:
+        """Start ``argv`` on a new PTY in its own session, in ``cwd`` with exactly ``env``.
+
+        ``marker`` is put into the environment as ``WXCODE_PTY_SESSION`` so that every
+        descendant can be found when the session ends. Must be called from the event loop.
+        """
+        if not argv:
+            raise SpawnError("empty command")
+        master, slave = os.openpty()  # both non-inheritable (PEP 446)
+        try:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, _winsize(cols, rows))
+            child_env = dict(env)
+            child_env[proctree.MARKER_ENV] = marker
+            try:
+                process = subprocess.Popen(
+                    list(argv),
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    cwd=cwd,
+                    env=child_env,
+                    start_new_session=True,
+                    preexec_fn=_child_setup,
+                    close_fds=True,
+                )
+            except FileNotFoundError as exc:
+                if exc.filename is not None and str(exc.filename) == str(cwd):
+                    raise SpawnError(f"working directory does not exist: {cwd}") from None
+                raise SpawnError(f"executable not found: {argv[0]}") from None
+            except PermissionError:
+                raise SpawnError(f"permission denied starting {argv[0]} in {cwd}") from None
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise SpawnError(f"cannot start {argv[0]}: {exc}") from None
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        identity = proctree.identify(process.pid) or proctree.ProcessId(process.pid, 0)
+        return cls(process, master, identity, marker, on_output, input_limit)
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """The exit status once the program is gone and its output fully delivered."""
+        return self._done.result() if self._done.done() else None
+
+    @property
+    def running(self) -> bool:
+        return not self._done.done()
+
+    @property
+    def pending_input(self) -> int:
+        """Bytes of input still waiting for the program to read them."""
+        return len(self._pending)
+
+    async def wait(self) -> ExitStatus:
+        """Wait until the program exited and every byte it wrote was delivered."""
+        return await asyncio.shield(self._done)
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        chunks: list[bytes] = []
+        total = 0
+        ended = False
+        while total < _READ_PER_WAKEUP:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # EIO: every slave fd is closed and the buffer is drained. End of stream.
+                if exc.errno != errno.EIO:
+                    raise
+                ended = True
+                break
+            if not data:
+                ended = True
+                break
+            chunks.append(data)
+            total += len(data)
+        if chunks:
+            self._on_output(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if ended:
+            self._loop.remove_reader(self._fd)
+            self._stream_ended.set()
+            self._maybe_finish()
+
+    # -- input -------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the program. Raises InputOverflow past the input bound."""
+        if self._done.done() or self._status is not None:
+            raise PTYClosed("the program has exited")
+        if not data:
+            return
+        if len(self._pending) + len(data) > self._input_limit:
+            raise InputOverflow(
+                f"input dropped: {len(self._pending)} bytes are already waiting for the program"
+            )
+        self._pending += data
+        if not self._writing:
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._pending:
+            try:
+                written = os.write(self._fd, self._pending[:_READ_SIZE])
+            except BlockingIOError:
+                break
+            except OSError:
+                # The terminal hung up: the program cannot read any more input.
+                self._pending.clear()
+                break
+            del self._pending[:written]
+        want_writer = bool(self._pending)
+        if want_writer and not self._writing:
+            self._loop.add_writer(self._fd, self._drain)
+        elif not want_writer and self._writing:
+            self._loop.remove_writer(self._fd)
+        self._writing = want_writer
+
+    # -- control -----------------------------------------------------------------------------
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the terminal size; the program gets SIGWINCH."""
+        if self._done.done():
+            return
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self._fd, termios.TIOCSWINSZ, _winsize(cols, rows))
+
+    async def terminate(self, grace: float = 2.0) -> ExitStatus:
+        """End the program's whole tree (SIGHUP, SIGTERM, SIGKILL) and return its status."""
+        if self._ending is None:
+            self._ending = self._loop.create_task(self._end_tree(grace))
+        # After a natural exit this waits for the sweep of the program's descendants.
+        await asyncio.shield(self._ending)
+        if not self._done.done():
+            # Something unkillable holds the terminal open: give up on the rest of its output.
+            self._finish()
+        return self._done.result()
+
+    async def _end_tree(self, grace: float) -> None:
+        await proctree.end_processes(self.identity, self.marker, grace=grace)
+        if self._status is None:
+            # The program was ours to reap; its pidfd callback may not have run yet.
+            await asyncio.wait({self._done}, timeout=grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stream_ended.wait(), timeout=grace)
+
+    def _on_program_exit(self) -> None:
+        returncode = self._process.poll()
+        if returncode is None:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._status = ExitStatus.from_returncode(returncode)
+        self._pending.clear()
+        if self._ending is None:
+            # Descendants may still hold the terminal (a background job): end them as well,
+            # but first give the kernel a moment to hand over what the program wrote.
+            self._ending = self._loop.create_task(self._end_lingering())
+        self._maybe_finish()
+
+    async def _end_lingering(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stream_ended.wait(), timeout=_LINGER)
+        await proctree.end_processes(self.identity, self.marker, grace=1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stream_ended.wait(), timeout=2.0)
+        self._finish()
+
+    def _maybe_finish(self) -> None:
+        if self._status is not None and self._stream_ended.is_set():
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._done.done():
+            return
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        if not self._stream_ended.is_set():
+            self._loop.remove_reader(self._fd)
+            self._stream_ended.set()
+        os.close(self._fd)
+        self._fd = -1
+        status = self._status or ExitStatus(None, None)
+        self._done.set_result(status)

@@ -1,0 +1,88 @@
+"""``PTYSession``: one running program with its metadata, replay buffer and attached clients.
+
+The session is the fan-out point: every chunk the program writes is appended to the buffer and
+handed to each attached client, synchronously and without waiting on any of them (a client
+queues what it gets and sends it on its own schedule). Lifecycle decisions (spawn, exit,
+reaping) belong to the manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .buffer import ReplayBuffer
+
+if TYPE_CHECKING:
+    from .commands import Tracker
+    from .pty import BidirectionalPTY, ExitStatus
+
+__all__ = ["PTYSession", "SessionClient"]
+
+
+class SessionClient(Protocol):
+    """Something attached to a session: a WebSocket, a test probe."""
+
+    def send_output(self, data: bytes) -> None:
+        """New output; must not block or await."""
+        ...
+
+    def send_claude_session(self, claude_session_id: str, previous: str | None, reason: str | None) -> None:
+        """The Claude session id changed."""
+        ...
+
+    def send_exit(self, status: ExitStatus) -> None:
+        """The program ended; no more output follows."""
+        ...
+
+
+@dataclass(eq=False)
+class PTYSession:
+    """One run of a program for one output project."""
+
+    session_id: str
+    output_project_id: str
+    pty: BidirectionalPTY
+    cwd: Path
+    argv: list[str]
+    claude_session_id: str | None = None
+    cols: int = 80
+    rows: int = 24
+    resumed: bool = False
+    buffer: ReplayBuffer = field(default_factory=ReplayBuffer)
+    clients: set[SessionClient] = field(default_factory=set)
+    created_at: float = field(default_factory=time.time)
+    last_activity: float = field(default_factory=time.time)
+    tracker: Tracker | None = None
+    #: Why the session is being ended by the server ("idle", "stopped", "shutdown"), if it is.
+    closing: str | None = None
+    #: ``time.monotonic()`` of the latest spawn, to tell a program that died at start.
+    started_at: float = 0.0
+    #: Small tasks (store writes) that must not be garbage-collected while running.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Set once the program is gone and its row records how it ended.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int | None:
+        return self.pty.pid if self.pty.running else None
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        return self.pty.exit_status
+
+    def touch(self) -> None:
+        self.last_activity = time.time()
+
+    def on_output(self, data: bytes) -> None:
+        """The hot path: buffer, fan out, let the tracker look."""
+        self.buffer.append(data)
+        self.last_activity = time.time()
+        # A copy: a client that overflows detaches itself.
+        for client in tuple(self.clients):
+            client.send_output(data)
+        if self.tracker is not None:
+            self.tracker.feed(data)

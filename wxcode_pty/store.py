@@ -1,0 +1,196 @@
+"""``SessionStore``: session rows in SQLite, through one aiosqlite connection.
+
+Owns the schema (numbered SQL files in ``migrations/``, each applied with its
+``PRAGMA user_version`` bump in one transaction) and every read and write of a row. The
+database runs in WAL mode with ``synchronous=FULL``: an acknowledged write survives a crash of
+the process or the machine. Writes take ``BEGIN IMMEDIATE`` and are serialised by a lock, since
+one connection cannot hold two transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+__all__ = ["MigrationError", "SessionRecord", "SessionStore", "default_migrations_dir"]
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
+STATUSES = ("running", "idle", "exited", "stopped", "failed")
+
+
+class MigrationError(Exception):
+    """A migration file is misnamed or failed; the database is left at the last good version."""
+
+
+def default_migrations_dir() -> Path:
+    """The migrations shipped in the wheel, or the repository's own folder in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise MigrationError(f"no migrations folder found next to {here}")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One stored row: what an output project runs and how it last ended."""
+
+    output_project_id: str
+    session_id: str
+    kind: str
+    argv: tuple[str, ...]
+    cwd: str
+    status: str
+    created_at: float
+    updated_at: float
+    last_activity: float
+    claude_session_id: str | None = None
+    status_reason: str | None = None
+    pid: int | None = None
+    pid_start_time: int | None = None
+    exit_code: int | None = None
+    exit_signal: str | None = None
+    cols: int = 80
+    rows: int = 24
+    spawn_count: int = 0
+
+
+_COLUMNS = tuple(f.name for f in fields(SessionRecord))
+
+
+def _to_row(record: SessionRecord) -> tuple[Any, ...]:
+    values = [getattr(record, name) for name in _COLUMNS]
+    values[_COLUMNS.index("argv")] = json.dumps(list(record.argv))
+    return tuple(values)
+
+
+def _from_row(row: Iterable[Any]) -> SessionRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["argv"] = tuple(json.loads(values["argv"]))
+    return SessionRecord(**values)
+
+
+class SessionStore:
+    """Persistence of session rows. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path, migrations_dir: Path | None = None) -> SessionStore:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        path = Path(path)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, path)
+            await store._migrate(migrations_dir or default_migrations_dir())
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self, directory: Path) -> None:
+        migrations: list[tuple[int, Path]] = []
+        for file in sorted(directory.glob("*.sql")):
+            match = _MIGRATION_NAME.match(file.name)
+            if match is None:
+                raise MigrationError(f"migration file name must be NNNN_name.sql: {file.name}")
+            migrations.append((int(match.group(1)), file))
+        numbers = [n for n, _ in migrations]
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise MigrationError(f"migrations must be numbered 0001, 0002, ... without gaps: {numbers}")
+        version = await self.schema_version()
+        for number, file in migrations:
+            if number <= version:
+                continue
+            script = file.read_text(encoding="utf-8")
+            async with self._write_lock:
+                try:
+                    # user_version is transactional: the schema and its number move together.
+                    await self._db.executescript(
+                        f"BEGIN IMMEDIATE;\n{script}\n;PRAGMA user_version = {number};\nCOMMIT;"
+                    )
+                except Exception as exc:
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
+                    raise MigrationError(f"migration {file.name} failed: {exc}") from exc
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def integrity_check(self) -> str:
+        async with self._db.execute("PRAGMA integrity_check") as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else "no answer"
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, output_project_id: str) -> SessionRecord | None:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM sessions WHERE output_project_id = ?"
+        async with self._db.execute(sql, (output_project_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _from_row(row) if row else None
+
+    async def list(self, status: str | None = None) -> list[SessionRecord]:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM sessions"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            sql += " WHERE status = ?"
+            params = (status,)
+        async with self._db.execute(sql + " ORDER BY output_project_id", params) as cursor:
+            rows = await cursor.fetchall()
+        return [_from_row(row) for row in rows]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def put(self, record: SessionRecord) -> SessionRecord:
+        """Insert or replace a whole row."""
+        record = replace(record, updated_at=time.time())
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        sql = f"INSERT OR REPLACE INTO sessions ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
+        await self._write(sql, _to_row(record))
+        return record
+
+    async def update(self, output_project_id: str, **changes: Any) -> None:
+        """Change some columns of a row (no-op when the row does not exist)."""
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown or "output_project_id" in changes:
+            raise ValueError(f"cannot update columns {sorted(unknown) or ['output_project_id']}")
+        if "argv" in changes:
+            changes["argv"] = json.dumps(list(changes["argv"]))
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        sql = f"UPDATE sessions SET {assignments} WHERE output_project_id = ?"
+        await self._write(sql, (*changes.values(), output_project_id))
+
+    async def delete(self, output_project_id: str) -> None:
+        await self._write("DELETE FROM sessions WHERE output_project_id = ?", (output_project_id,))
+
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute(sql, params)
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
