@@ -310,7 +310,7 @@ class PTYSessionManager:
             )
             log.warning("spawn failed project=%s: %s", session.output_project_id, exc)
             raise
-        if plan.claude_session_id != session.claude_session_id:
+        if plan.claude_session_id is not None:
             session.claude_session_id = plan.claude_session_id
         session.started_at = time.monotonic()
         await self.store.update(

@@ -331,5 +331,7 @@ class BidirectionalPTY:
             self._stream_ended.set()
         os.close(self._fd)
         self._fd = -1
+        if self._status is None and (returncode := self._process.poll()) is not None:
+            self._status = ExitStatus.from_returncode(returncode)
         status = self._status or ExitStatus(None, None)
         self._done.set_result(status)

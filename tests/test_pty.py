@@ -1,0 +1,177 @@
+"""BidirectionalPTY on real PTYs: every byte, exit statuses, whole trees, bounded input."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from wxcode_pty import proctree
+from wxcode_pty.pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnError
+from wxcode_pty.settings import build_child_env
+
+from .conftest import open_fds, py
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.changed = asyncio.Event()
+
+    def __call__(self, chunk: bytes) -> None:
+        self.data += chunk
+        self.changed.set()
+
+    async def wait_for(self, needle: bytes, timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while needle not in self.data:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def spawn(argv: list[str], sink: Sink, cwd: Path, **kwargs: object) -> BidirectionalPTY:
+    env = build_child_env(("PATH", "HOME", "LANG"), {}, "xterm-256color")
+    return BidirectionalPTY.spawn(argv, cwd=cwd, env=env, on_output=sink, marker="test-" + os.urandom(4).hex(), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_every_byte_then_the_exit_code(tmp_path: Path, no_stray_children: None) -> None:
+    """R5: 10 KiB and exit 3 -- all of it delivered, then the status; no zombie, no fd leak."""
+    baseline = open_fds()
+    sink = Sink()
+    pty = spawn(py("import sys; sys.stdout.write('x' * 10240); sys.stdout.flush(); sys.exit(3)"), sink, tmp_path)
+    status = await asyncio.wait_for(pty.wait(), 10)
+    assert status == ExitStatus(3, None)
+    assert bytes(sink.data) == b"x" * 10240
+    await pty.terminate()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pty.pid, os.WNOHANG)
+    assert open_fds() == baseline
+
+
+async def test_large_output_is_complete_when_the_program_exits(tmp_path: Path) -> None:
+    """The tail of the output survives the exit (no EIO before the last byte)."""
+    payload = tmp_path / "payload"
+    payload.write_bytes(bytes(range(32, 127)) * 30000)  # 2.85 MB, no newlines to translate
+    sink = Sink()
+    pty = spawn(["cat", str(payload)], sink, tmp_path)
+    assert await asyncio.wait_for(pty.wait(), 30) == ExitStatus(0, None)
+    assert bytes(sink.data) == payload.read_bytes()
+
+
+async def test_killed_by_a_signal(tmp_path: Path) -> None:
+    sink = Sink()
+    pty = spawn(py("import os, signal; print('ready', flush=True); os.kill(os.getpid(), signal.SIGKILL)"), sink, tmp_path)
+    status = await asyncio.wait_for(pty.wait(), 10)
+    assert status == ExitStatus(None, "SIGKILL")
+    assert b"ready" in sink.data
+
+
+async def test_terminate_ends_the_whole_tree(tmp_path: Path) -> None:
+    """R6: background, setsid and nohup descendants, and a program ignoring SIGTERM."""
+    pids_file = tmp_path / "pids"
+    script = (
+        "trap '' TERM; "
+        "sleep 1000 & echo $! >> pids; "
+        "setsid sleep 1000 & echo $! >> pids; "
+        "nohup sleep 1000 >/dev/null 2>&1 & echo $! >> pids; "
+        "setsid sh -c 'trap \"\" HUP TERM; sleep 1000' & echo $! >> pids; "
+        "echo started; while :; do sleep 1; done"
+    )
+    sink = Sink()
+    pty = spawn(["sh", "-c", script], sink, tmp_path)
+    await sink.wait_for(b"started")
+    pids = [int(line) for line in pids_file.read_text().split()]
+    tree = await asyncio.to_thread(proctree.find_tree, pty.identity, pty.marker)
+    assert {p.pid for p in tree} >= set(pids)
+    await asyncio.wait_for(pty.terminate(grace=0.5), 20)
+    for process in tree:
+        assert not proctree.is_alive(process), process
+
+
+async def test_exit_of_the_program_ends_leftover_descendants(tmp_path: Path) -> None:
+    sink = Sink()
+    pty = spawn(["sh", "-c", "setsid sleep 1000 & echo $! > pid; echo bye"], sink, tmp_path)
+    await asyncio.wait_for(pty.wait(), 10)
+    await asyncio.wait_for(pty.terminate(grace=0.5), 20)
+    leftover = proctree.identify(int((tmp_path / "pid").read_text()))
+    assert leftover is None or "sleep" not in Path(f"/proc/{leftover.pid}/cmdline").read_text()
+
+
+async def test_input_to_a_program_that_never_reads_is_bounded(tmp_path: Path, loop_watchdog: list[float]) -> None:
+    """A 1 MiB paste must not stall the loop; past the bound, input is refused."""
+    sink = Sink()
+    pty = spawn(py("import time; print('up', flush=True); time.sleep(1000)"), sink, tmp_path, input_limit=1 << 20)
+    await sink.wait_for(b"up")
+    chunk = b"y" * 65536
+    accepted = 0
+    with pytest.raises(InputOverflow):
+        for _ in range(64):
+            pty.write(chunk)
+            accepted += len(chunk)
+            await asyncio.sleep(0)
+    assert 1 << 20 >= pty.pending_input >= (1 << 20) - len(chunk)
+    assert accepted <= (1 << 20) + 65536
+    await asyncio.sleep(0.2)
+    assert loop_watchdog[0] < 0.2
+    await pty.terminate(grace=0.5)
+
+
+async def test_input_reaches_the_program_in_order(tmp_path: Path) -> None:
+    """300 KB through a PTY in raw mode (so no byte is special) arrive whole and in order."""
+    sink = Sink()
+    pty = spawn(["sh", "-c", "stty raw -echo; echo ready; head -c 300000 | md5sum; echo done"], sink, tmp_path)
+    await sink.wait_for(b"ready")
+    data = random.Random(3).randbytes(300000)
+    pty.write(data)
+    await sink.wait_for(b"done", timeout=30)
+    assert hashlib.md5(data).hexdigest().encode() in sink.data
+    await pty.terminate(grace=0.5)
+
+
+async def test_child_environment_and_signals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S7: only allowed variables; nested-Claude variables removed; SIGPIPE not ignored."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    monkeypatch.setenv("CLAUDECODE", "1")
+    monkeypatch.setenv("CLAUDE_CODE_ENTRYPOINT", "cli")
+    env = build_child_env(("PATH", "HOME", "CLAUDE*"), {"EXTRA": "yes"}, "xterm-256color")
+    assert "SECRET_TOKEN" not in env and "CLAUDECODE" not in env and "CLAUDE_CODE_ENTRYPOINT" not in env
+    sink = Sink()
+    # Not Python (it ignores SIGPIPE itself) nor a shell (it adds PWD). spawn() returns after
+    # the exec, so /proc already shows the program's own environment.
+    pty = BidirectionalPTY.spawn(["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1")
+    child_env = dict(
+        item.split("=", 1) for item in Path(f"/proc/{pty.pid}/environ").read_text().split("\0") if item
+    )
+    assert set(child_env) == set(env) | {proctree.MARKER_ENV}
+    assert child_env["TERM"] == "xterm-256color" and child_env["EXTRA"] == "yes"
+    status = Path(f"/proc/{pty.pid}/status").read_text()
+    ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
+    assert os.readlink(f"/proc/{pty.pid}/cwd") == str(tmp_path)
+    # The master fd is not inherited by the child.
+    child_fds = os.listdir(f"/proc/{pty.pid}/fd")
+    assert sorted(child_fds) == ["0", "1", "2"] or len(child_fds) <= 4
+    await pty.terminate(grace=0.5)
+
+
+async def test_resize_reaches_the_program(tmp_path: Path) -> None:
+    sink = Sink()
+    pty = spawn(["sh", "-c", "trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"], sink, tmp_path, cols=80, rows=24)
+    await sink.wait_for(b"ready")
+    pty.resize(132, 43)
+    await sink.wait_for(b"43 132")
+    await pty.terminate(grace=0.5)
+
+
+async def test_missing_executable_is_a_clear_error(tmp_path: Path) -> None:
+    baseline = open_fds()
+    with pytest.raises(SpawnError, match="executable not found: no-such-program"):
+        spawn(["no-such-program"], Sink(), tmp_path)
+    with pytest.raises(SpawnError, match="working directory"):
+        spawn(["cat"], Sink(), tmp_path / "missing")
+    assert open_fds() == baseline
