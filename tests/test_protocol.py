@@ -1,0 +1,187 @@
+"""WebSocket protocol v1 against the plugin mounted in a host app: every message and close code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from wxcode_pty import ShellCommand
+
+from .conftest import Plugin, py
+
+Factory = Callable[..., Awaitable[Plugin]]
+
+
+async def test_hello_replay_replayed_then_live(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    first = await plugin.attach("p1", cols=100, rows=30)
+    hello = first.hello
+    assert hello["protocol"] == 1 and hello["output_project_id"] == "p1"
+    assert hello["claude_session_id"] is None and hello["resumed"] is False
+    assert (hello["cols"], hello["rows"]) == (100, 30)
+    assert first.replay == {"type": "replay", "from": 0, "to": hello["offset"], "truncated": False}
+    await first.ws.send_bytes(b"hello\n")
+    await first.read_until(b"hello\r\n")
+    # A second client replays what the first produced, then both see live output.
+    second = await plugin.attach("p1")
+    assert second.hello["session_id"] == hello["session_id"]
+    assert b"hello" in second.replay_bytes
+    await second.ws.send_str(json.dumps({"type": "input", "data": "wörld\n"}))
+    await first.read_until("wörld".encode())
+    await second.read_until("wörld".encode())
+    await first.ws.close()
+    await second.ws.close()
+
+
+async def test_ping_pong_and_errors(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    await client.ws.send_str(json.dumps({"type": "ping", "id": "abc"}))
+    assert (await client.wait_for("pong")).message == {"type": "pong", "id": "abc"}
+    await client.ws.send_str(json.dumps({"type": "ping"}))
+    assert (await client.wait_for("pong")).message == {"type": "pong", "id": None}
+    # An unknown type is answered with an error, and the connection stays.
+    await client.ws.send_str(json.dumps({"type": "teleport"}))
+    error = (await client.wait_for("error")).message
+    assert error["code"] == "unknown_type"
+    await client.ws.send_bytes(b"still here\n")
+    await client.read_until(b"still here")
+    # Bad JSON: an error, then close 1008.
+    await client.ws.send_str("{not json")
+    assert (await client.wait_for("error")).message["code"] == "bad_json"
+    assert await client.wait_closed() == 1008
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"type": "resize", "cols": "abc", "rows": 10},
+        {"type": "resize", "cols": True, "rows": 10},
+        {"type": "input", "data": 5},
+        {"type": 7},
+        ["resize"],
+    ],
+)
+async def test_bad_control_messages_close_with_1008(plugin_factory: Factory, payload: object) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    await client.ws.send_str(json.dumps(payload))
+    assert (await client.wait_for("error")).message["code"] == "bad_message"
+    assert await client.wait_closed() == 1008
+    # The session and other clients are unaffected.
+    other = await plugin.attach("p1")
+    await other.ws.send_bytes(b"ok\n")
+    await other.read_until(b"ok\r\n")
+
+
+async def test_exit_message_then_1000(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory(command=ShellCommand(["sh", "-c", "read x; echo bye; exit 5"]))
+    client = await plugin.attach("p1")
+    await client.ws.send_bytes(b"go\n")
+    exit_ = (await client.wait_for("exit")).message
+    assert exit_ == {"type": "exit", "code": 5, "signal": None}
+    assert b"bye" in client.output
+    assert await client.wait_closed() == 1000
+
+
+async def test_exit_by_signal(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory(command=ShellCommand(py("import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), signal.SIGKILL)")))
+    client = await plugin.attach("p1")
+    await client.ws.send_bytes(b"\n")
+    assert (await client.wait_for("exit")).message == {"type": "exit", "code": None, "signal": "SIGKILL"}
+
+
+async def test_reconnect_with_since_gets_exactly_the_missing_bytes(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    await client.ws.send_bytes(b"one\n")
+    await client.read_until(b"one\r\none\r\n")  # the terminal's echo, then cat's
+    offset = client.offset
+    session_id = client.hello["session_id"]
+    await client.ws.close()
+    # Output produced while nobody listens is buffered.
+    other = await plugin.attach("p1")
+    await other.ws.send_bytes(b"two\n")
+    await other.read_until(b"two\r\ntwo\r\n")
+    back = await plugin.attach("p1", since=offset, session=session_id)
+    assert back.replay["from"] == offset and not back.replay["truncated"]
+    assert back.replay_bytes == b"two\r\ntwo\r\n"
+    assert back.offset == other.offset
+
+
+async def test_since_from_another_run_is_not_trusted(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    await client.ws.send_bytes(b"abc\n")
+    await client.read_until(b"abc\r\n")
+    back = await plugin.attach("p1", since=3, session="0" * 32)
+    assert back.replay["from"] == 0 and back.replay["truncated"] is True
+    assert back.replay_bytes.startswith(b"abc")
+
+
+async def test_bad_since_is_refused(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    ws = await plugin.connect("p1", since="-1")
+    assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1008
+
+
+async def test_frame_too_large_closes_with_1009(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory(max_frame_size=1024)
+    client = await plugin.attach("p1")
+    await client.ws.send_bytes(b"x" * 2048)
+    assert await client.wait_closed() == 1009
+    other = await plugin.attach("p1")
+    await other.ws.send_bytes(b"fine\n")
+    await other.read_until(b"fine")
+
+
+async def test_claude_session_message(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    new_id = "33333333-3333-4333-8333-333333333333"
+    await plugin.manager.update_claude_session_id("p1", new_id, reason="because")
+    message = (await client.wait_for("claude_session")).message
+    assert message == {"type": "claude_session", "claude_session_id": new_id, "previous": None, "reason": "because"}
+    again = await plugin.attach("p1")
+    assert again.hello["claude_session_id"] == new_id
+
+
+async def test_resize_is_clamped_and_latest_client_wins(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory(command=ShellCommand(["sh", "-c", "trap 'stty size' WINCH; echo ready; while :; do read -r x && stty size; done"]))
+    a = await plugin.attach("p1", cols=80, rows=24)
+    await a.read_until(b"ready")
+    await a.ws.send_str(json.dumps({"type": "resize", "cols": 70000, "rows": 0}))
+    await a.read_until(b"1 1000")
+    b = await plugin.attach("p1", cols=120, rows=40)
+    await a.read_until(b"40 120")
+    # a types: its size applies again.
+    await a.ws.send_str(json.dumps({"type": "resize", "cols": 90, "rows": 30}))
+    await a.read_until(b"30 90")
+    await b.ws.send_bytes(b"\n")
+    await a.read_until(b"40 120\r\n", timeout=10)
+    assert plugin.manager.get_session_by_output_project("p1") is not None
+
+
+async def test_shutdown_closes_clients_with_1001(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    # Concurrently: the server waits for the client's answer to its close frame.
+    shutdown = asyncio.create_task(plugin.client.server.app.shutdown())
+    assert await client.wait_closed() == 1001
+    await shutdown
+
+
+async def test_helpers_see_binary_frames_only_for_terminal_bytes(plugin_factory: Factory) -> None:
+    """Terminal output is never wrapped in JSON."""
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    await client.ws.send_bytes(bytes(range(1, 128)))
+    frame = await client.next()
+    assert frame.kind == "bytes"
+
+
