@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from wxcode_pty import PTYSessionManager, SessionStore, Settings, ShellCommand
+from wxcode_pty.security import RedactingAccessLogger
 from wxcode_pty.web import create_app, get_session_manager
 
 PYTHON = sys.executable
@@ -106,6 +107,7 @@ class Attached:
                 self.offset = done["offset"]
                 break
             self.replay_bytes = bytes(replay)
+            self.output += replay
         return self
 
     async def next(self, timeout: float = 10) -> Frame:
@@ -181,7 +183,10 @@ async def plugin_factory(
         host = web.Application()
         plugin_app = create_app(make_settings(**overrides))
         host.add_subapp("/pty", plugin_app)
-        client = await aiohttp_client(TestServer(host, host="127.0.0.1"))
+        # The host logs requests with the plugin's redacting logger, as the README advises.
+        server = TestServer(host, host="127.0.0.1")
+        await server.start_server(access_log_class=RedactingAccessLogger)
+        client = await aiohttp_client(server)
         return Plugin(client, plugin_app)
 
     return make

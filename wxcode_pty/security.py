@@ -189,7 +189,7 @@ class Gate:
         query = request.url.query.copy()
         query.popall("token")
         target = request.rel_url.with_query(query)
-        response = web.HTTPFound(str(target))
+        response = web.Response(status=302, headers={"Location": str(target)})
         response.set_cookie(
             COOKIE_NAME,
             self.token or "",

@@ -127,10 +127,9 @@ async def _guard(
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            if exc.status >= 400:
-                response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-            else:
-                response = exc
+            if exc.status < 400:
+                raise
+            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         except Exception:
             log.exception("internal error on %s %s", request.method, redact(request.path))
             response = _error(500, "internal_error", "internal server error")

@@ -449,7 +449,7 @@
           stop('disconnected' + reason + ' — press Enter or click to reconnect', 'stopped', 'Reconnect', true);
           return;
         case 1008:
-          stop('refused by the server' + (reason || ' (policy)'), 'refused', 'Retry', true);
+          policyRefused(c, reason);
           return;
         case 4001:
           // We fell behind; the missing bytes are still buffered.
@@ -473,18 +473,34 @@
       }
     }
 
+    // A policy refusal can mean a missing token; say so in words the user
+    // can act on, rather than the server's short reason.
+    async function policyRefused(c, reason) {
+      stop('refused by the server' + (reason || ' (policy)'), 'refused', 'Retry', true);
+      if (await authStatus() === false && conn === c) {
+        stop(NOT_AUTHORISED, 'refused', 'Retry', true);
+      }
+    }
+
+    // false when the REST API says this user is not authorised, else the
+    // HTTP status (0 when the server could not be reached).
+    async function authStatus() {
+      try {
+        const response = await fetch('api/sessions/' + encodeURIComponent(projectId), { cache: 'no-store' });
+        return response.status === 401 || response.status === 403 ? false : response.status;
+      } catch (err) {
+        return 0;
+      }
+    }
+
     // A refused handshake (bad token, foreign origin, server down) reaches the
     // page only as close code 1006 with no reason. Ask the REST API, which
     // gives real status codes, so a missing token does not retry forever.
     async function handshakeFailed(c) {
       neverOpened += 1;
-      let status = 0;
-      try {
-        const response = await fetch('api/sessions/' + encodeURIComponent(projectId), { cache: 'no-store' });
-        status = response.status;
-      } catch (err) { /* server unreachable: keep retrying */ }
+      const status = await authStatus();
       if (conn !== c || stopped) return;   // the user reconnected meanwhile
-      if (status === 401 || status === 403) {
+      if (status === false) {
         stop(NOT_AUTHORISED, 'refused', 'Retry', true);
         return;
       }
@@ -523,7 +539,7 @@
       clearRetry();
       stopped = true;
       resumeOnRestart = Boolean(resumable);
-      setState(status || 'stopped', text, 'bad');
+      setState(status || 'stopped', text, status === 'exited' ? 'warn' : 'bad');
       showAction(actionLabel || 'Reconnect');
     }
 
