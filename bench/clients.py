@@ -42,7 +42,7 @@ def handshake(kind: str, port: int, name: str) -> Handshake:
     if kind == "terminado":
         return Handshake(path=f"/websocket/{name}", headers={}, protocol=None, first_text=None)
     if kind == "ttyd":
-        # ttyd appends each `arg` to its command line (-a), which is how the name reaches the program.
+        # With -a, ttyd appends each `arg` to its command line: that is how the name gets through.
         return Handshake(
             path=f"/ws?arg={name}",
             headers={},
@@ -63,6 +63,7 @@ class TermClient:
     control: list[dict[str, Any]] = field(default_factory=list)
     received: int = 0
     close_code: int | None = None
+    ended: bool = False
     pump: asyncio.Task[None] | None = None
 
     @property
@@ -101,7 +102,7 @@ class TermClient:
                     self.chunks.put_nowait(data)
         finally:
             self.close_code = self.ws.close_code
-            self.chunks.put_nowait(None)
+            self._end_of_output()
 
     def _output_of_binary(self, payload: bytes) -> bytes:
         if self.kind == "ttyd":
@@ -115,10 +116,21 @@ class TermClient:
             # ["stdout", text], ["setup", {}], ["disconnect", 1]
             if message[0] == "stdout":
                 return str(message[1]).encode("utf-8")
+            if message[0] == "disconnect":
+                self._end_of_output()
             return b""
         if isinstance(message, dict):
             self.control.append(message)
+            if message.get("type") == "exit":
+                self._end_of_output()
         return b""
+
+    def _end_of_output(self) -> None:
+        """The program has exited and all its output came before this message: readers can
+        stop now instead of waiting for the close handshake."""
+        if not self.ended:
+            self.ended = True
+            self.chunks.put_nowait(None)
 
 
 async def open_client(http: aiohttp.ClientSession, kind: str, port: int, name: str) -> TermClient:

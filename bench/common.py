@@ -16,14 +16,18 @@ from typing import TypedDict
 
 __all__ = [
     "CLK_TCK",
+    "MB",
+    "READY_MARK",
     "Summary",
     "cpu_seconds",
     "descendants",
     "free_port",
+    "is_running",
     "make_text_file",
     "percentile",
     "raise_nofile_limit",
     "rss_bytes",
+    "start_time",
     "summarize",
     "write_program",
 ]
@@ -78,6 +82,23 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot; tells a process from a reused pid."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def is_running(pid: int, started: int | None) -> bool:
+    """True while that very process (same start time) exists and is not a zombie."""
+    try:
+        fields = _stat_fields(pid)
+    except (OSError, ValueError):
+        return False
+    return fields[0] not in ("Z", "X") and started is not None and int(fields[19]) == started
 
 
 def descendants(pid: int) -> list[int]:

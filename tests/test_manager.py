@@ -25,6 +25,8 @@ Factory = Callable[..., Awaitable[PTYSessionManager]]
 class Probe:
     """A SessionClient that records what a session sends it."""
 
+    congested = False
+
     def __init__(self) -> None:
         self.output = bytearray()
         self.exits: list[ExitStatus] = []
@@ -180,7 +182,7 @@ async def test_cycles_return_to_baseline(manager_factory: Factory) -> None:
         session = await manager.get_or_create_session(f"p{i % 7}")
         probe = Probe.attach(session)
         session.pty.write(b"x")
-        session.clients.discard(probe)
+        session.detach(probe)
         await manager.close_session(f"p{i % 7}")
         assert len(session.buffer) <= session.buffer.capacity
     gc.collect()

@@ -99,6 +99,7 @@ DCS_QUERIES = [
     ("kitty-graphics", b"\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA"),
     ("c1-decrqss", b"\xc2\x90$qm"),
 ]
+ALL_STRINGS = STRING_QUERIES + DCS_QUERIES
 
 LOOK_ALIKES = [
     ("sgr-blink", b"\x1b[6m"),
@@ -180,9 +181,7 @@ def test_control_query_removed(name: str, query: bytes) -> None:
     assert strip_queries(query) == b""
 
 
-@pytest.mark.parametrize(
-    ("name", "query"), STRING_QUERIES + DCS_QUERIES, ids=[n for n, _ in STRING_QUERIES + DCS_QUERIES]
-)
+@pytest.mark.parametrize(("name", "query"), ALL_STRINGS, ids=[n for n, _ in ALL_STRINGS])
 def test_string_query_removed_with_st(name: str, query: bytes) -> None:
     assert strip_queries(b"before" + query + ST + b"after") == b"beforeafter"
     assert strip_queries(b"before" + query + b"\xc2\x9c" + b"after") == b"beforeafter"
@@ -193,9 +192,7 @@ def test_osc_query_removed_with_bel(name: str, query: bytes) -> None:
     assert strip_queries(b"before" + query + BEL + b"after") == b"beforeafter"
 
 
-@pytest.mark.parametrize(
-    ("name", "query"), STRING_QUERIES + DCS_QUERIES, ids=[n for n, _ in STRING_QUERIES + DCS_QUERIES]
-)
+@pytest.mark.parametrize(("name", "query"), ALL_STRINGS, ids=[n for n, _ in ALL_STRINGS])
 def test_string_query_ended_by_next_sequence_removed(name: str, query: bytes) -> None:
     # Any ESC ends a string in xterm.js, which answers there; the ESC starts the next sequence.
     assert strip_queries(query + b"\x1b[31mred") == b"\x1b[31mred"
@@ -217,7 +214,7 @@ def test_look_alike_kept(name: str, sequence: bytes) -> None:
 ALL_TERMINATED = (
     [query for _, query in CONTROL_QUERIES]
     + [query + BEL for _, query in STRING_QUERIES]
-    + [query + ST for _, query in STRING_QUERIES + DCS_QUERIES]
+    + [query + ST for _, query in ALL_STRINGS]
 )
 
 
@@ -235,8 +232,8 @@ def test_query_cut_at_the_end_is_left_intact(query: bytes) -> None:
 
 def test_utf8_text_around_queries_kept() -> None:
     text = ["héllo ✓ 日本語 ", "→ done «ok» © ", "emoji 🎉 ", "Û and ✛\r\n"]
-    queries = [b"\x1b[6n", b"\x1b]11;?\x1b\\", b"\x1bP$qm\x1b\\"]
-    data = b"".join(part.encode() + query for part, query in zip(text, queries + [b""]))
+    queries = [b"\x1b[6n", b"\x1b]11;?\x1b\\", b"\x1bP$qm\x1b\\", b"\xc2\x9b>c"]
+    data = b"".join(part.encode() + query for part, query in zip(text, queries, strict=True))
     assert strip_queries(data) == "".join(text).encode()
 
 
@@ -271,7 +268,7 @@ def test_claude_like_frame() -> None:
         b"\x1b[?2026l",
     ]
     queries = [b"\x1b[c", b"\x1b[?u", b"\x1b]11;?\x1b\\", b"\x1b[?2026$p", b"\x1b[6n"]
-    data = b"".join(q + f for q, f in zip(queries, frame))
+    data = b"".join(q + f for q, f in zip(queries, frame, strict=True))
     assert strip_queries(data) == b"".join(frame)
 
 
@@ -531,7 +528,7 @@ def test_reference_parser_finds_the_listed_queries() -> None:
         assert answered_queries(query), query
     for _, query in STRING_QUERIES:
         assert answered_queries(query + BEL), query
-    for _, query in DCS_QUERIES + STRING_QUERIES:
+    for _, query in ALL_STRINGS:
         assert answered_queries(query + ST), query
     for _, sequence in LOOK_ALIKES:
         assert not answered_queries(sequence), sequence

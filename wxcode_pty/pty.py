@@ -116,6 +116,7 @@ class BidirectionalPTY:
         self._input_limit = input_limit
         self._pending = bytearray()
         self._writing = False
+        self._paused = False
         self._stream_ended = asyncio.Event()
         self._status: ExitStatus | None = None
         self._done: asyncio.Future[ExitStatus] = self._loop.create_future()
@@ -203,6 +204,22 @@ class BidirectionalPTY:
         return await asyncio.shield(self._done)
 
     # -- output ------------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading output: the program blocks once the PTY's own buffer is full."""
+        if not self._paused and not self._stream_ended.is_set() and self._status is None:
+            self._loop.remove_reader(self._fd)
+            self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            if not self._stream_ended.is_set():
+                self._loop.add_reader(self._fd, self._on_readable)
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._paused
 
     def _on_readable(self) -> None:
         chunks: list[bytes] = []
@@ -302,6 +319,8 @@ class BidirectionalPTY:
         self._pidfd = -1
         self._status = ExitStatus.from_returncode(returncode)
         self._pending.clear()
+        # Whatever the program wrote last must be read, however far behind the clients are.
+        self.resume_reading()
         if self._ending is None:
             # Descendants may still hold the terminal (a background job): end them as well,
             # but first give the kernel a moment to hand over what the program wrote.

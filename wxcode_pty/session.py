@@ -24,7 +24,16 @@ __all__ = ["PTYSession", "SessionClient"]
 
 
 class SessionClient(Protocol):
-    """Something attached to a session: a WebSocket, a test probe."""
+    """Something attached to a session: a WebSocket, a test probe.
+
+    Output is read from the program while no client is attached or at least one is not
+    ``congested``: all clients being slow slows the program down, one slow client does not.
+    """
+
+    @property
+    def congested(self) -> bool:
+        """True while this client has a large backlog of output to send."""
+        ...
 
     def send_output(self, data: bytes) -> None:
         """New output; must not block or await."""
@@ -82,7 +91,19 @@ class PTYSession:
         self.buffer.append(data)
         self.last_activity = time.time()
         # A copy: a client that overflows detaches itself.
-        for client in tuple(self.clients):
+        clients = tuple(self.clients)
+        for client in clients:
             client.send_output(data)
         if self.tracker is not None:
             self.tracker.feed(data)
+        if clients and all(client.congested for client in clients):
+            self.pty.pause_reading()
+
+    def detach(self, client: SessionClient) -> None:
+        """Remove a client; the others may be ready for more output."""
+        self.clients.discard(client)
+        self.pty.resume_reading()
+
+    def drained(self) -> None:
+        """Called by a client that caught up: reading goes on if it was paused."""
+        self.pty.resume_reading()

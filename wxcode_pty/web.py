@@ -287,8 +287,15 @@ class _Client:
         self._tokens = settings.control_rate
         self._tokens_at = time.monotonic()
         self._last_error: dict[str, float] = {}
+        self._resize_timer: asyncio.TimerHandle | None = None
+        # A quarter of the bound: room for what arrives before reading pauses.
+        self._high_water = settings.client_queue_limit // 4
 
     # SessionClient: called from the PTY's read callback; never blocks.
+
+    @property
+    def congested(self) -> bool:
+        return self._queued > self._high_water
 
     def send_output(self, data: bytes) -> None:
         if self._close is not None:
@@ -333,11 +340,24 @@ class _Client:
         if self._close is not None:
             return
         self._close = (code, reason)
-        self.session.clients.discard(self)
+        self.session.detach(self)
         if not flush:
             self._items.clear()
             self._queued = 0
         self._wake.set()
+
+    def defer_resize(self, manager: PTYSessionManager, cols: int, rows: int) -> None:
+        """Apply the latest refused size once the rate limit allows another message."""
+        self.cols, self.rows = cols, rows
+        if self._resize_timer is None:
+            delay = 1 / self.settings.control_rate
+
+            def apply() -> None:
+                self._resize_timer = None
+                if self._close is None:
+                    manager.resize(self.session, self.cols, self.rows)
+
+            self._resize_timer = asyncio.get_running_loop().call_later(delay, apply)
 
     def take_control_token(self) -> bool:
         now = time.monotonic()
@@ -376,6 +396,8 @@ class _Client:
                     self._queued -= size
                     await self._bounded(ws.send_bytes(parts[0] if len(parts) == 1 else b"".join(parts)))
                     self.metrics.bytes_out += size
+                    if self._queued < self._high_water // 4 and self.session.pty.reading_paused:
+                        self.session.drained()
                 else:
                     self._queued -= len(item)
                     await self._bounded(ws.send_str(item))
@@ -523,15 +545,18 @@ async def _receive(ws: web.WebSocketResponse, client: _Client, manager: PTYSessi
         if message.type is WSMsgType.BINARY:
             _write_input(client, manager, message.data)
         elif message.type is WSMsgType.TEXT:
-            if not client.take_control_token():
-                client.send_error("rate_limited", "too many control messages", throttle=True)
-                continue
             try:
                 control = protocol.parse_control(message.data)
             except protocol.ProtocolError as exc:
                 client.send_error(exc.code, exc.message)
                 if exc.code != "unknown_type":
                     client.close(protocol.CLOSE_POLICY, exc.message[:120], flush=True)
+                continue
+            if not client.take_control_token():
+                client.send_error("rate_limited", "too many control messages", throttle=True)
+                if isinstance(control, protocol.Resize) and client.may_resize:
+                    # A dragged window sends many sizes; the last one must still apply.
+                    client.defer_resize(manager, control.cols, control.rows)
                 continue
             if isinstance(control, protocol.Resize):
                 if client.may_resize:
