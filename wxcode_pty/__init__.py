@@ -4,15 +4,18 @@ Mount :func:`create_app` into an aiohttp application; see the README for the pro
 """
 
 from .buffer import ReplayBuffer
+from .claude import ClaudeCommand
 from .commands import ShellCommand
 from .manager import InvalidProjectId, PTYSessionManager, SessionLimitReached
 from .pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnError
 from .session import PTYSession
 from .settings import Settings
 from .store import SessionStore
+from .web import create_app, get_session_manager
 
 __all__ = [
     "BidirectionalPTY",
+    "ClaudeCommand",
     "ExitStatus",
     "InputOverflow",
     "InvalidProjectId",
@@ -24,6 +27,8 @@ __all__ = [
     "Settings",
     "ShellCommand",
     "SpawnError",
+    "create_app",
+    "get_session_manager",
 ]
 
 __version__ = "0.1.0"

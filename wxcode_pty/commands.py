@@ -42,13 +42,32 @@ class SpawnRequest:
     env: Mapping[str, str]
 
 
+class Tracker(Protocol):
+    """Watches one running program (e.g. for Claude session id changes)."""
+
+    def started(self, pid: int) -> None:
+        """The program runs as ``pid``."""
+        ...
+
+    def feed(self, data: bytes) -> None:
+        """The program wrote ``data`` (called on the hot path: must be cheap)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SpawnPlan:
-    """The exact command of one spawn. ``argv`` may add per-spawn flags to the base argv."""
+    """The exact command of one spawn. ``argv`` may add per-spawn flags to the base argv.
+
+    ``claude_session_id`` None leaves the session's id as it is. ``tracker`` watches the
+    program once it runs; the manager closes it when the program ends.
+    """
 
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     claude_session_id: str | None = None
+    tracker: Tracker | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +76,6 @@ class Retry:
 
     claude_session_id: str | None
     reason: str
-
-
-class Tracker(Protocol):
-    """Watches one running program (e.g. for Claude session id changes)."""
-
-    def feed(self, data: bytes) -> None: ...
-
-    async def aclose(self) -> None: ...
 
 
 #: Called by a tracker when it learned a new Claude session id (new id, reason or None).
@@ -83,9 +94,9 @@ class CommandProfile(Protocol):
         """The argv stored for a new session (without per-spawn flags)."""
         ...
 
-    async def prepare(self, request: SpawnRequest) -> SpawnPlan: ...
-
-    def track(self, session: PTYSession, on_id: IdListener) -> Tracker | None: ...
+    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+        """The command of one spawn; ``on_id`` is for the plan's tracker."""
+        ...
 
     def after_exit(
         self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
@@ -116,11 +127,8 @@ class ShellCommand:
     def base_argv(self) -> list[str]:
         return list(self.argv)
 
-    async def prepare(self, request: SpawnRequest) -> SpawnPlan:
+    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
         return SpawnPlan(argv=list(request.base_argv))
-
-    def track(self, session: PTYSession, on_id: IdListener) -> Tracker | None:
-        return None
 
     def after_exit(
         self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes

@@ -291,13 +291,13 @@ class PTYSessionManager:
             claude_session_id=session.claude_session_id,
             env=settings.child_env(),
         )
+        plan = None
         try:
-            plan = await self.profile.prepare(request)
-            env = {**request.env, **plan.env}
+            plan = await self.profile.prepare(request, self._id_listener(session))
             session.pty = BidirectionalPTY.spawn(
                 plan.argv,
                 cwd=session.cwd,
-                env=env,
+                env={**request.env, **plan.env},
                 on_output=session.on_output,
                 cols=session.cols,
                 rows=session.rows,
@@ -305,11 +305,17 @@ class PTYSessionManager:
                 input_limit=settings.input_limit,
             )
         except SpawnError as exc:
+            if plan is not None and plan.tracker is not None:
+                await plan.tracker.aclose()
             await self.store.update(
                 session.output_project_id, status="failed", status_reason=str(exc), pid=None
             )
             log.warning("spawn failed project=%s: %s", session.output_project_id, exc)
             raise
+        # Before any await: the tracker must see the program's first bytes.
+        session.tracker = plan.tracker
+        if plan.tracker is not None:
+            plan.tracker.started(session.pty.pid)
         if plan.claude_session_id is not None:
             session.claude_session_id = plan.claude_session_id
         session.started_at = time.monotonic()
@@ -323,7 +329,6 @@ class PTYSessionManager:
             exit_signal=None,
             status_reason=None,
         )
-        session.tracker = self.profile.track(session, self._id_listener(session))
 
     def _id_listener(self, session: PTYSession) -> IdListener:
         def on_id(claude_session_id: str, reason: str | None) -> None:
