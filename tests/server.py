@@ -33,6 +33,7 @@ class ServerProcess:
         self.port = free_port()
         self.db = tmp / "db.sqlite"
         self.workdir = tmp / "projects"
+        self.log = tmp / "server.log"
         self.extra = extra
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.process: asyncio.subprocess.Process | None = None
@@ -40,10 +41,12 @@ class ServerProcess:
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, str(SERVER), str(self.port), str(self.db), str(self.workdir), *self.extra,
-            env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
+        # The log goes to a file: a pipe nobody reads would block the server once full.
+        with open(self.log, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, str(SERVER), str(self.port), str(self.db), str(self.workdir), *self.extra,
+                env=self.env, stdout=log, stderr=log,
+            )
 
     async def ready(self, timeout: float = 30) -> None:
         async with asyncio.timeout(timeout):

@@ -49,7 +49,9 @@ _RESUME_HINT = re.compile(rb"claude\s+--resume\s+(" + _UUID.pattern.encode() + r
 _STREAM_ID = re.compile(rb'"session_id"\s*:\s*"(' + _UUID.pattern.encode() + rb')"')
 #: Flags the plugin owns; the stored argv never carries them.
 _SESSION_FLAGS = {"--session-id", "--resume", "-r", "--continue", "-c", "--fork-session"}
-_GONE_TEXTS = (b"No conversation found with session ID", b"is already in use")
+#: Compared without white space: the TUI may draw spaces as cursor moves.
+_GONE_TEXTS = (b"NoconversationfoundwithsessionID", b"isalreadyinuse")
+_SPACE = re.compile(rb"\s+")
 #: Longest partial line kept while looking for stream-json ids.
 _MAX_LINE = 1 << 20
 _MAX_FOLDER = 200
@@ -186,7 +188,7 @@ class ClaudeCommand:
     def after_exit(self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes) -> Retry | None:
         if not early or status.code == 0:
             return None
-        text = _ANSI.sub(b"", tail)
+        text = _SPACE.sub(b"", _ANSI.sub(b"", tail))
         if not any(gone in text for gone in _GONE_TEXTS):
             return None
         previous = session.claude_session_id
@@ -270,13 +272,20 @@ class ClaudeTracker:
                     self._accept(value, confirmed=False)
 
     def feed(self, data: bytes) -> None:
-        """Output: stream-json lines and the exit hint (cheap when there is neither)."""
-        if b"session_id" not in data and b"--resume" not in data and not self._line:
+        """Output: complete lines are searched for stream-json ids and the exit hint."""
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._line += data
+            if len(self._line) > _MAX_LINE:
+                del self._line[: len(self._line) - _MAX_LINE]
             return
-        self._line += data
-        *lines, rest = self._line.split(b"\n")
-        self._line = bytearray(rest[-_MAX_LINE:]) if (b"session_id" in rest or b"--resume" in rest) else bytearray()
-        for raw in lines:
+        block = bytes(self._line) + data[:cut]
+        self._line = bytearray(data[cut + 1 :])
+        if b"session_id" in block or b"--resume" in block:
+            self._scan(block)
+
+    def _scan(self, block: bytes) -> None:
+        for raw in block.split(b"\n"):
             line = _ANSI.sub(b"", raw).strip(b"\r ")
             if line.startswith(b"{") and (b'"init"' in line or b'"result"' in line):
                 match = _STREAM_ID.search(line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from aiohttp import web
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--kill-grace", type=float, default=1.0)
     parser.add_argument("--env", action="append", default=[])
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     command: CommandProfile
     if args.claude:
         command = ClaudeCommand(executable=args.claude)

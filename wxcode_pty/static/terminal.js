@@ -164,8 +164,6 @@
   // --------------------------------------------------------------- terminal
 
   function startTerminal(projectId) {
-    let term = null;
-    repairBlockedInlineStyles(() => { if (term) term.refresh(0, term.rows - 1); });
     const container = $('terminal');
     const bar = {
       state: $('st-state'),
@@ -180,7 +178,7 @@
     bar.project.textContent = 'project ' + projectId;
     bar.project.title = projectId;
 
-    term = new window.Terminal({
+    const term = new window.Terminal({
       cursorBlink: true,
       fontFamily: getComputedStyle(document.documentElement).getPropertyValue('--mono').replace(/\s+/g, ' ').trim() || 'monospace',
       fontSize: 14,
@@ -573,80 +571,6 @@
       bar.action.hidden = !label;
       if (label) bar.action.textContent = label;
     }
-  }
-
-  // xterm.js 6's DOM renderer keeps its font, cell metrics and theme in
-  // <style> elements, and truecolor cells in style attributes. A
-  // Content-Security-Policy without 'unsafe-inline' for styles blocks both:
-  // the grid falls back to a proportional font and loses its colours.
-  // Styles set through the CSSOM are not subject to style-src, so once the
-  // browser reports such a block, inline styles are moved to the CSSOM:
-  // <style> elements get constructed copies kept in sync, and style
-  // attributes are set as declarations. Under a policy that allows inline
-  // styles none of this switches on. onRepair redraws what was drawn before.
-  function repairBlockedInlineStyles(onRepair) {
-    let active = false;
-    const copies = new Map();          // <style> element -> constructed copy
-    const made = new WeakSet();        // our sheets, to tell them from others
-
-    const syncStyleElements = () => {
-      let changed = false;
-      for (const el of document.querySelectorAll('style')) {
-        let copy = copies.get(el);
-        if (!copy) {
-          copy = { sheet: new CSSStyleSheet(), text: null };
-          made.add(copy.sheet);
-          copies.set(el, copy);
-          changed = true;
-        }
-        if (copy.text !== el.textContent) {
-          copy.text = el.textContent;
-          copy.sheet.replaceSync(copy.text);
-        }
-      }
-      for (const el of copies.keys()) {
-        if (!el.isConnected) { copies.delete(el); changed = true; }
-      }
-      if (changed) {
-        const others = document.adoptedStyleSheets.filter((sh) => !made.has(sh));
-        document.adoptedStyleSheets = others.concat([...copies.values()].map((c) => c.sheet));
-      }
-    };
-
-    const touchesStyle = (n) => n.nodeType === Node.ELEMENT_NODE &&
-      (n.nodeName === 'STYLE' || n.querySelector('style') !== null);
-    const observer = new MutationObserver((records) => {
-      const changed = records.some((r) => {
-        const owner = r.target.nodeType === Node.ELEMENT_NODE ? r.target : r.target.parentNode;
-        return (owner && owner.nodeName === 'STYLE') ||
-          [...r.addedNodes].some(touchesStyle) || [...r.removedNodes].some(touchesStyle);
-      });
-      if (changed) syncStyleElements();
-    });
-
-    document.addEventListener('securitypolicyviolation', (event) => {
-      if (active || !String(event.effectiveDirective).startsWith('style-src')) return;
-      if (typeof CSSStyleSheet.prototype.replaceSync !== 'function') return;
-      active = true;
-      // xterm.js builds a cell's style with setAttribute('style', ...) and
-      // then adjusts it through the CSSOM, which would drop the blocked part
-      // before any observer could copy it; so the attribute itself is routed
-      // to the CSSOM, which is what an allowed style attribute amounts to.
-      const setAttribute = Element.prototype.setAttribute;
-      Element.prototype.setAttribute = function (name, value) {
-        if (String(name).toLowerCase() === 'style' && this.style) {
-          this.style.cssText = String(value);
-          return;
-        }
-        setAttribute.call(this, name, value);
-      };
-      document.querySelectorAll('[style]').forEach((el) => {
-        if (el.style) el.style.cssText = el.getAttribute('style');
-      });
-      observer.observe(document.documentElement, { subtree: true, childList: true, characterData: true });
-      syncStyleElements();
-      onRepair();
-    });
   }
 
   function exitText(msg) {
