@@ -130,7 +130,9 @@ class Attached:
             while needle not in self.output:
                 frame = await self.next(timeout)
                 if frame.kind == "closed":
-                    raise AssertionError(f"closed ({self.close_code}) before {needle!r}: {bytes(self.output[-200:])!r}")
+                    raise AssertionError(
+                        f"closed ({self.close_code}) before {needle!r}: {bytes(self.output[-200:])!r}"
+                    )
         return bytes(self.output)
 
     async def wait_for(self, kind: str, timeout: float = 10) -> Frame:
@@ -152,8 +154,14 @@ class Attached:
 class Plugin:
     """The plugin mounted at /pty in a host app, served on 127.0.0.1."""
 
-    def __init__(self, client: TestClient[web.Request, web.Application], plugin_app: web.Application) -> None:
+    def __init__(
+        self,
+        client: TestClient[web.Request, web.Application],
+        host: web.Application,
+        plugin_app: web.Application,
+    ) -> None:
         self.client = client
+        self.host = host
         self.plugin_app = plugin_app
         self.origin = f"http://{client.host}:{client.port}"
 
@@ -164,10 +172,14 @@ class Plugin:
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Origin": self.origin, "Authorization": f"Bearer {TOKEN}", **extra}
 
-    async def connect(self, project: str, headers: dict[str, str] | None = None, **query: Any) -> aiohttp.ClientWebSocketResponse:
+    async def connect(
+        self, project: str, headers: dict[str, str] | None = None, **query: Any
+    ) -> aiohttp.ClientWebSocketResponse:
         params = {k: str(v) for k, v in query.items()}
         return await self.client.ws_connect(
-            f"/pty/ws/{project}", headers=self.headers() if headers is None else headers, params=params
+            f"/pty/ws/{project}",
+            headers=self.headers() if headers is None else headers,
+            params=params,
         )
 
     async def attach(self, project: str, **query: Any) -> Attached:
@@ -187,7 +199,7 @@ async def plugin_factory(
         server = TestServer(host, host="127.0.0.1")
         await server.start_server(access_log_class=RedactingAccessLogger)
         client = await aiohttp_client(server)
-        return Plugin(client, plugin_app)
+        return Plugin(client, host, plugin_app)
 
     return make
 

@@ -44,8 +44,15 @@ class ServerProcess:
         # The log goes to a file: a pipe nobody reads would block the server once full.
         with open(self.log, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, str(SERVER), str(self.port), str(self.db), str(self.workdir), *self.extra,
-                env=self.env, stdout=log, stderr=log,
+                sys.executable,
+                str(SERVER),
+                str(self.port),
+                str(self.db),
+                str(self.workdir),
+                *self.extra,
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
 
     async def ready(self, timeout: float = 30) -> None:
@@ -80,7 +87,9 @@ class ServerProcess:
 
     async def attach(self, project: str, **query: Any) -> Attached:
         ws = await self.http.ws_connect(
-            f"{self.origin}/pty/ws/{project}", headers={"Origin": self.origin}, params={k: str(v) for k, v in query.items()}
+            f"{self.origin}/pty/ws/{project}",
+            headers={"Origin": self.origin},
+            params={k: str(v) for k, v in query.items()},
         )
         return await Attached(ws).handshake()
 

@@ -55,7 +55,7 @@ def test_whole_replay_from_the_first_byte_is_not_cut() -> None:
     ("data", "expected"),
     [
         # A cut UTF-8 character: its continuation bytes are skipped.
-        ("é".encode()[1:] + "bc".encode(), 1),
+        ("é".encode()[1:] + b"bc", 1),
         ("€".encode()[1:] + b"x", 2),
         # A cut escape sequence: start at the next ESC.
         (b"5;1H\x1b[2Jhello", 4),

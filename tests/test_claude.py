@@ -34,7 +34,14 @@ def _claude_params() -> list[object]:
     reason = "the real Claude CLI is not installed (set WXCODE_PTY_REAL_CLAUDE; .ci/run does)"
     return [
         pytest.param(FAKE_CLAUDE, id="stand-in"),
-        pytest.param(real, id="real-cli", marks=[pytest.mark.real_claude, *([pytest.mark.skip(reason=reason)] if real is None else [])]),
+        pytest.param(
+            real,
+            id="real-cli",
+            marks=[
+                pytest.mark.real_claude,
+                *([pytest.mark.skip(reason=reason)] if real is None else []),
+            ],
+        ),
     ]
 
 
@@ -72,7 +79,11 @@ async def claude(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     for project in projects:
         project.mkdir(parents=True)
     prepare_config_dir(config, [p.resolve() for p in projects])
-    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE" and not k.startswith("CLAUDE_CODE_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "CLAUDECODE" and not k.startswith("CLAUDE_CODE_")
+    }
     env.update(CLAUDE_CONFIG_DIR=str(config), HOME=str(home))
     env.pop("ANTHROPIC_API_KEY", None)
     server = ServerProcess(tmp_path, "--claude", str(binary), "--kill-grace", "2", env=env)
@@ -215,7 +226,11 @@ async def test_stream_json_ids_from_recorded_output(tmp_path: Path, chunk: int) 
     split anywhere, with CRLF and colours; a changed id needs its transcript."""
     data = (FIXTURES / "stream_json_input_clear.jsonl").read_bytes()
     lines = [json.loads(line) for line in data.splitlines()]
-    ids = [line["session_id"] for line in lines if line.get("type") in ("system", "result") and line.get("subtype") in ("init", "success")]
+    ids = [
+        line["session_id"]
+        for line in lines
+        if line.get("type") in ("system", "result") and line.get("subtype") in ("init", "success")
+    ]
     first, second = ids[0], ids[-1]
     assert first != second
     tracker, seen = _tracker(tmp_path, first)
@@ -244,7 +259,9 @@ async def test_hook_lines_before_init_and_the_exit_hint(tmp_path: Path) -> None:
     assert seen == [first]
     hinted = str(uuid.uuid4())
     (folder / f"{hinted}.jsonl").write_text("{}\n")
-    tracker.feed(f"Resume this session with:\r\n\x1b[1mclaude --resume {hinted}\x1b[0m\r\n".encode())
+    tracker.feed(
+        f"Resume this session with:\r\n\x1b[1mclaude --resume {hinted}\x1b[0m\r\n".encode()
+    )
     await tracker.aclose()
     assert seen == [first, hinted]
 
@@ -259,4 +276,4 @@ def test_session_flags_are_refused_in_args() -> None:
     with pytest.raises(ValueError, match="session flags"):
         ClaudeCommand(args=["--resume", "x"])
     with pytest.raises(TypeError):
-        ClaudeCommand(args="--model sonnet")  # type: ignore[arg-type]
+        ClaudeCommand(args="--model sonnet")

@@ -17,7 +17,7 @@ from wxcode_pty.manager import InvalidProjectId, SessionLimitReached
 from wxcode_pty.pty import ExitStatus
 from wxcode_pty.session import PTYSession
 
-from .conftest import children_of, open_fds, py
+from .conftest import children_of, open_fds
 
 Factory = Callable[..., Awaitable[PTYSessionManager]]
 
@@ -37,7 +37,9 @@ class Probe:
         self.output += data
         self.changed.set()
 
-    def send_claude_session(self, claude_session_id: str, previous: str | None, reason: str | None) -> None:
+    def send_claude_session(
+        self, claude_session_id: str, previous: str | None, reason: str | None
+    ) -> None:
         self.ids.append((claude_session_id, previous, reason))
 
     def send_exit(self, status: ExitStatus) -> None:
@@ -69,10 +71,24 @@ async def test_concurrent_get_or_create_spawns_once(manager_factory: Factory) ->
     assert row is not None and row.spawn_count == 1 and row.pid == sessions[0].pty.pid
 
 
-async def test_invalid_ids_are_refused_before_anything(manager_factory: Factory, tmp_path: Path) -> None:
+async def test_invalid_ids_are_refused_before_anything(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
     """S5 at the manager level: nothing spawned, no directory created."""
     manager = await manager_factory()
-    for bad in ["../x", "/tmp/x", "a/b", "%2e%2e", "-rf", "", "x" * 300, "a\0b", "é", ".hidden", " x"]:
+    for bad in [
+        "../x",
+        "/tmp/x",
+        "a/b",
+        "%2e%2e",
+        "-rf",
+        "",
+        "x" * 300,
+        "a\0b",
+        "é",
+        ".hidden",
+        " x",
+    ]:
         with pytest.raises(InvalidProjectId):
             await manager.get_or_create_session(bad)
     assert manager.sessions == []
@@ -88,7 +104,9 @@ async def test_session_limit(manager_factory: Factory) -> None:
     assert {s.output_project_id for s in manager.sessions} == {"a", "b"}
 
 
-async def test_exit_is_recorded_and_next_attach_starts_again(manager_factory: Factory, tmp_path: Path) -> None:
+async def test_exit_is_recorded_and_next_attach_starts_again(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
     manager = await manager_factory(command=ShellCommand(["sh", "-c", "echo run; read x; exit 3"]))
     session = await manager.get_or_create_session("p1")
     probe = Probe.attach(session)
@@ -97,7 +115,11 @@ async def test_exit_is_recorded_and_next_attach_starts_again(manager_factory: Fa
     await asyncio.wait_for(session.ended.wait(), 10)
     assert probe.exits == [ExitStatus(3, None)]
     info = await manager.describe("p1")
-    assert info is not None and (info["status"], info["exit_code"], info["pid"]) == ("exited", 3, None)
+    assert info is not None and (info["status"], info["exit_code"], info["pid"]) == (
+        "exited",
+        3,
+        None,
+    )
     again = await manager.get_or_create_session("p1")
     assert again is not session and again.pty.running
     assert again.cwd == (tmp_path / "projects" / "p1").resolve()
@@ -109,7 +131,13 @@ async def test_idle_reaper_ends_only_idle_sessions(manager_factory: Factory) -> 
     manager = await manager_factory(
         idle_timeout=1.0,
         reap_interval=3600,
-        command=ShellCommand(["sh", "-c", 'sleep 1000 & echo $! > child; if [ "$(basename $PWD)" = busy ]; then while :; do echo tick; sleep 0.2; done; else exec cat; fi']),
+        command=ShellCommand(
+            [
+                "sh",
+                "-c",
+                'sleep 1000 & echo $! > child; if [ "$(basename $PWD)" = busy ]; then while :; do echo tick; sleep 0.2; done; else exec cat; fi',
+            ]
+        ),
     )
     idle = await manager.get_or_create_session("idle")
     silent = await manager.get_or_create_session("silent")
@@ -144,7 +172,9 @@ async def test_close_session_and_forget(manager_factory: Factory) -> None:
     assert not await manager.close_session("never-seen")
 
 
-async def test_respawn_that_dies_at_start_is_backed_off_then_failed(manager_factory: Factory) -> None:
+async def test_respawn_that_dies_at_start_is_backed_off_then_failed(
+    manager_factory: Factory,
+) -> None:
     """R9 for any command: a recovered session whose program keeps dying is not restarted forever."""
     manager = await manager_factory(
         command=ShellCommand(["sh", "-c", "echo died; exit 7"]),
@@ -205,7 +235,9 @@ async def test_shutdown_keeps_rows_running_for_recovery(manager_factory: Factory
         await manager.get_or_create_session("p2")
 
 
-async def test_recovery_respawns_in_the_stored_cwd_and_argv(manager_factory: Factory, tmp_path: Path) -> None:
+async def test_recovery_respawns_in_the_stored_cwd_and_argv(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
     first = await manager_factory(command=ShellCommand(["sh", "-c", "pwd; exec cat"]))
     session = await first.get_or_create_session("p1")
     await first.close_all()
@@ -224,7 +256,7 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="idle_timeout"):
         Settings(idle_timeout=0)
     with pytest.raises(TypeError):
-        ShellCommand("bash -l")  # type: ignore[arg-type]
+        ShellCommand("bash -l")
 
 
 def _threads() -> int:

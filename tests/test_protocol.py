@@ -66,7 +66,9 @@ async def test_ping_pong_and_errors(plugin_factory: Factory) -> None:
         ["resize"],
     ],
 )
-async def test_bad_control_messages_close_with_1008(plugin_factory: Factory, payload: object) -> None:
+async def test_bad_control_messages_close_with_1008(
+    plugin_factory: Factory, payload: object
+) -> None:
     plugin = await plugin_factory()
     client = await plugin.attach("p1")
     await client.ws.send_str(json.dumps(payload))
@@ -89,10 +91,18 @@ async def test_exit_message_then_1000(plugin_factory: Factory) -> None:
 
 
 async def test_exit_by_signal(plugin_factory: Factory) -> None:
-    plugin = await plugin_factory(command=ShellCommand(py("import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), signal.SIGKILL)")))
+    plugin = await plugin_factory(
+        command=ShellCommand(
+            py("import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), signal.SIGKILL)")
+        )
+    )
     client = await plugin.attach("p1")
     await client.ws.send_bytes(b"\n")
-    assert (await client.wait_for("exit")).message == {"type": "exit", "code": None, "signal": "SIGKILL"}
+    assert (await client.wait_for("exit")).message == {
+        "type": "exit",
+        "code": None,
+        "signal": "SIGKILL",
+    }
 
 
 async def test_reconnect_with_since_gets_exactly_the_missing_bytes(plugin_factory: Factory) -> None:
@@ -146,13 +156,26 @@ async def test_claude_session_message(plugin_factory: Factory) -> None:
     new_id = "33333333-3333-4333-8333-333333333333"
     await plugin.manager.update_claude_session_id("p1", new_id, reason="because")
     message = (await client.wait_for("claude_session")).message
-    assert message == {"type": "claude_session", "claude_session_id": new_id, "previous": None, "reason": "because"}
+    assert message == {
+        "type": "claude_session",
+        "claude_session_id": new_id,
+        "previous": None,
+        "reason": "because",
+    }
     again = await plugin.attach("p1")
     assert again.hello["claude_session_id"] == new_id
 
 
 async def test_resize_is_clamped_and_latest_client_wins(plugin_factory: Factory) -> None:
-    plugin = await plugin_factory(command=ShellCommand(["sh", "-c", "trap 'stty size' WINCH; echo ready; while :; do read -r x && stty size; done"]))
+    plugin = await plugin_factory(
+        command=ShellCommand(
+            [
+                "sh",
+                "-c",
+                "trap 'stty size' WINCH; echo ready; while :; do read -r x && stty size; done",
+            ]
+        )
+    )
     a = await plugin.attach("p1", cols=80, rows=24)
     await a.read_until(b"ready")
     await a.ws.send_str(json.dumps({"type": "resize", "cols": 70000, "rows": 0}))
@@ -171,7 +194,7 @@ async def test_shutdown_closes_clients_with_1001(plugin_factory: Factory) -> Non
     plugin = await plugin_factory()
     client = await plugin.attach("p1")
     # Concurrently: the server waits for the client's answer to its close frame.
-    shutdown = asyncio.create_task(plugin.client.server.app.shutdown())
+    shutdown = asyncio.create_task(plugin.host.shutdown())
     assert await client.wait_closed() == 1001
     await shutdown
 
@@ -183,5 +206,3 @@ async def test_helpers_see_binary_frames_only_for_terminal_bytes(plugin_factory:
     await client.ws.send_bytes(bytes(range(1, 128)))
     frame = await client.next()
     assert frame.kind == "bytes"
-
-

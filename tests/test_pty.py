@@ -34,16 +34,22 @@ class Sink:
                 await self.changed.wait()
 
 
-def spawn(argv: list[str], sink: Sink, cwd: Path, **kwargs: object) -> BidirectionalPTY:
+def spawn(argv: list[str], sink: Sink, cwd: Path, **kwargs: int) -> BidirectionalPTY:
     env = build_child_env(("PATH", "HOME", "LANG"), {}, "xterm-256color")
-    return BidirectionalPTY.spawn(argv, cwd=cwd, env=env, on_output=sink, marker="test-" + os.urandom(4).hex(), **kwargs)  # type: ignore[arg-type]
+    return BidirectionalPTY.spawn(
+        argv, cwd=cwd, env=env, on_output=sink, marker="test-" + os.urandom(4).hex(), **kwargs
+    )
 
 
 async def test_every_byte_then_the_exit_code(tmp_path: Path, no_stray_children: None) -> None:
     """R5: 10 KiB and exit 3 -- all of it delivered, then the status; no zombie, no fd leak."""
     baseline = open_fds()
     sink = Sink()
-    pty = spawn(py("import sys; sys.stdout.write('x' * 10240); sys.stdout.flush(); sys.exit(3)"), sink, tmp_path)
+    pty = spawn(
+        py("import sys; sys.stdout.write('x' * 10240); sys.stdout.flush(); sys.exit(3)"),
+        sink,
+        tmp_path,
+    )
     status = await asyncio.wait_for(pty.wait(), 10)
     assert status == ExitStatus(3, None)
     assert bytes(sink.data) == b"x" * 10240
@@ -65,7 +71,11 @@ async def test_large_output_is_complete_when_the_program_exits(tmp_path: Path) -
 
 async def test_killed_by_a_signal(tmp_path: Path) -> None:
     sink = Sink()
-    pty = spawn(py("import os, signal; print('ready', flush=True); os.kill(os.getpid(), signal.SIGKILL)"), sink, tmp_path)
+    pty = spawn(
+        py("import os, signal; print('ready', flush=True); os.kill(os.getpid(), signal.SIGKILL)"),
+        sink,
+        tmp_path,
+    )
     status = await asyncio.wait_for(pty.wait(), 10)
     assert status == ExitStatus(None, "SIGKILL")
     assert b"ready" in sink.data
@@ -102,10 +112,17 @@ async def test_exit_of_the_program_ends_leftover_descendants(tmp_path: Path) -> 
     assert leftover is None or "sleep" not in Path(f"/proc/{leftover.pid}/cmdline").read_text()
 
 
-async def test_input_to_a_program_that_never_reads_is_bounded(tmp_path: Path, loop_watchdog: list[float]) -> None:
+async def test_input_to_a_program_that_never_reads_is_bounded(
+    tmp_path: Path, loop_watchdog: list[float]
+) -> None:
     """A 1 MiB paste must not stall the loop; past the bound, input is refused."""
     sink = Sink()
-    pty = spawn(py("import time; print('up', flush=True); time.sleep(1000)"), sink, tmp_path, input_limit=1 << 20)
+    pty = spawn(
+        py("import time; print('up', flush=True); time.sleep(1000)"),
+        sink,
+        tmp_path,
+        input_limit=1 << 20,
+    )
     await sink.wait_for(b"up")
     chunk = b"y" * 65536
     accepted = 0
@@ -124,7 +141,11 @@ async def test_input_to_a_program_that_never_reads_is_bounded(tmp_path: Path, lo
 async def test_input_reaches_the_program_in_order(tmp_path: Path) -> None:
     """300 KB through a PTY in raw mode (so no byte is special) arrive whole and in order."""
     sink = Sink()
-    pty = spawn(["sh", "-c", "stty raw -echo; echo ready; head -c 300000 | md5sum; echo done"], sink, tmp_path)
+    pty = spawn(
+        ["sh", "-c", "stty raw -echo; echo ready; head -c 300000 | md5sum; echo done"],
+        sink,
+        tmp_path,
+    )
     await sink.wait_for(b"ready")
     data = random.Random(3).randbytes(300000)
     pty.write(data)
@@ -133,24 +154,36 @@ async def test_input_reaches_the_program_in_order(tmp_path: Path) -> None:
     await pty.terminate(grace=0.5)
 
 
-async def test_child_environment_and_signals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_child_environment_and_signals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """S7: only allowed variables; nested-Claude variables removed; SIGPIPE not ignored."""
     monkeypatch.setenv("SECRET_TOKEN", "hunter2")
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("CLAUDE_CODE_ENTRYPOINT", "cli")
     env = build_child_env(("PATH", "HOME", "CLAUDE*"), {"EXTRA": "yes"}, "xterm-256color")
-    assert "SECRET_TOKEN" not in env and "CLAUDECODE" not in env and "CLAUDE_CODE_ENTRYPOINT" not in env
+    assert (
+        "SECRET_TOKEN" not in env
+        and "CLAUDECODE" not in env
+        and "CLAUDE_CODE_ENTRYPOINT" not in env
+    )
     sink = Sink()
     # Not Python (it ignores SIGPIPE itself) nor a shell (it adds PWD). spawn() returns after
     # the exec, so /proc already shows the program's own environment.
-    pty = BidirectionalPTY.spawn(["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1")
+    pty = BidirectionalPTY.spawn(
+        ["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1"
+    )
     child_env = dict(
-        item.split("=", 1) for item in Path(f"/proc/{pty.pid}/environ").read_text().split("\0") if item
+        item.split("=", 1)
+        for item in Path(f"/proc/{pty.pid}/environ").read_text().split("\0")
+        if item
     )
     assert set(child_env) == set(env) | {proctree.MARKER_ENV}
     assert child_env["TERM"] == "xterm-256color" and child_env["EXTRA"] == "yes"
     status = Path(f"/proc/{pty.pid}/status").read_text()
-    ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+    ignored = int(
+        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+    )
     assert not ignored & (1 << (signal.SIGPIPE - 1))
     assert os.readlink(f"/proc/{pty.pid}/cwd") == str(tmp_path)
     # The master fd is not inherited by the child.
@@ -161,7 +194,13 @@ async def test_child_environment_and_signals(tmp_path: Path, monkeypatch: pytest
 
 async def test_resize_reaches_the_program(tmp_path: Path) -> None:
     sink = Sink()
-    pty = spawn(["sh", "-c", "trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"], sink, tmp_path, cols=80, rows=24)
+    pty = spawn(
+        ["sh", "-c", "trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"],
+        sink,
+        tmp_path,
+        cols=80,
+        rows=24,
+    )
     await sink.wait_for(b"ready")
     pty.resize(132, 43)
     await sink.wait_for(b"43 132")

@@ -31,7 +31,9 @@ def numbers(data: bytes) -> list[int]:
     return [int(n) for n in re.findall(rb"(\d{6})\r\n", data)]
 
 
-async def test_twenty_clients_reconnect_with_since_without_gap_or_duplicate(plugin_factory: Factory) -> None:
+async def test_twenty_clients_reconnect_with_since_without_gap_or_duplicate(
+    plugin_factory: Factory,
+) -> None:
     """R1: every client sees the same ordered sequence across its reconnects."""
     plugin = await plugin_factory(command=ShellCommand(COUNTER), buffer_size=1 << 20)
     rng = random.Random(5)
@@ -74,7 +76,9 @@ async def test_stalled_client_is_closed_and_others_keep_up(plugin_factory: Facto
     # A client that never reads: its kernel buffers fill, then its queue in the server.
     stalled = await plugin.connect("flood")
     async with asyncio.timeout(10):
-        while (session := plugin.manager.get_session_by_output_project("flood")) is None or not session.clients:
+        while (
+            session := plugin.manager.get_session_by_output_project("flood")
+        ) is None or not session.clients:
             await asyncio.sleep(0.01)
     stalled_client = next(iter(session.clients))
     received = [0, 0, 0]
@@ -125,9 +129,13 @@ async def test_vanished_client_is_dropped_by_the_heartbeat(plugin_factory: Facto
     await ws.close()
 
 
-async def test_paste_into_a_program_that_never_reads(plugin_factory: Factory, loop_watchdog: list[float]) -> None:
+async def test_paste_into_a_program_that_never_reads(
+    plugin_factory: Factory, loop_watchdog: list[float]
+) -> None:
     """R4: 1 MiB pasted, then more; the loop never stalls; past the bound: input_overflow."""
-    plugin = await plugin_factory(command=ShellCommand(py("import time; print('up', flush=True); time.sleep(1000)")))
+    plugin = await plugin_factory(
+        command=ShellCommand(py("import time; print('up', flush=True); time.sleep(1000)"))
+    )
     client = await plugin.attach("p1")
     await client.read_until(b"up")
     chunk = b"z" * 60000
@@ -150,13 +158,19 @@ async def test_random_frames_do_not_hurt_the_server(plugin_factory: Factory) -> 
     fuzz = await plugin.attach("fuzz")
     kinds = [
         lambda: json.dumps({"type": "ping", "id": rng.randint(0, 99)}),
-        lambda: json.dumps({"type": "resize", "cols": rng.randint(-5, 100000), "rows": rng.randint(-5, 100000)}),
+        lambda: json.dumps(
+            {"type": "resize", "cols": rng.randint(-5, 100000), "rows": rng.randint(-5, 100000)}
+        ),
         lambda: json.dumps({"type": rng.choice(["x", "", "resize2"])}),
-        lambda: json.dumps({"type": "input", "data": "".join(chr(rng.randint(32, 126)) for _ in range(5))}),
+        lambda: json.dumps(
+            {"type": "input", "data": "".join(chr(rng.randint(32, 126)) for _ in range(5))}
+        ),
     ]
     for _ in range(10000):
         if rng.random() < 0.5:
-            await fuzz.ws.send_bytes(rng.randbytes(rng.randint(0, 64)).replace(b"\x03", b"").replace(b"\x04", b""))
+            await fuzz.ws.send_bytes(
+                rng.randbytes(rng.randint(0, 64)).replace(b"\x03", b"").replace(b"\x04", b"")
+            )
         else:
             await fuzz.ws.send_str(rng.choice(kinds)())
     await fuzz.ws.send_str(json.dumps({"type": "ping", "id": "end"}))
@@ -165,7 +179,7 @@ async def test_random_frames_do_not_hurt_the_server(plugin_factory: Factory) -> 
             await fuzz.next()
     # Invalid UTF-8 in a text frame: the protocol says 1007.
     raw = await plugin.attach("fuzz")
-    await raw.ws._writer.send_frame(b"\xff\xfe", aiohttp.WSMsgType.TEXT)  # noqa: SLF001
+    await raw.ws._writer.send_frame(b"\xff\xfe", aiohttp.WSMsgType.TEXT)
     assert await raw.wait_closed() == 1007
     await bystander.ws.send_bytes(b"fine\n")
     await bystander.read_until(b"fine\r\n")
@@ -178,7 +192,9 @@ async def test_resize_storm(plugin_factory: Factory, loop_watchdog: list[float])
     for value in (0, -1, 70000):
         await client.ws.send_str(json.dumps({"type": "resize", "cols": value, "rows": value}))
     for i in range(10000):
-        await client.ws.send_str(json.dumps({"type": "resize", "cols": 20 + i % 200, "rows": 10 + i % 50}))
+        await client.ws.send_str(
+            json.dumps({"type": "resize", "cols": 20 + i % 200, "rows": 10 + i % 50})
+        )
     await client.ws.send_str(json.dumps({"type": "resize", "cols": 123, "rows": 45}))
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None
@@ -213,7 +229,7 @@ async def test_many_connects_return_to_baseline(plugin_factory: Factory) -> None
 
     for start in range(0, 2000, 50):
         await asyncio.gather(*(connect_once(i) for i in range(start, start + 50)))
-    for i in range(100):
+    for _ in range(100):
         client: Attached = await plugin.attach("cycle")
         await client.ws.close()
         response = await plugin.client.delete("/pty/api/sessions/cycle", headers=plugin.headers())

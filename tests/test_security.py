@@ -43,7 +43,9 @@ async def _upgrade_status(plugin: Plugin, project: str, headers: dict[str, str])
         "http://user@127.0.0.1:{port}",
     ],
 )
-async def test_foreign_origins_are_refused_before_the_upgrade(plugin_factory: Factory, origin: str | None, tmp_path: Path) -> None:
+async def test_foreign_origins_are_refused_before_the_upgrade(
+    plugin_factory: Factory, origin: str | None, tmp_path: Path
+) -> None:
     """S1: 403 before the upgrade; nothing spawned."""
     plugin = await plugin_factory()
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -58,7 +60,12 @@ async def test_foreign_origins_are_refused_before_the_upgrade(plugin_factory: Fa
 
 async def test_configured_origins(plugin_factory: Factory) -> None:
     plugin = await plugin_factory(allowed_origins=frozenset({"https://app.example.com"}))
-    assert await _upgrade_status(plugin, "p1", {**plugin.headers(), "Origin": "https://app.example.com"}) == 101
+    assert (
+        await _upgrade_status(
+            plugin, "p1", {**plugin.headers(), "Origin": "https://app.example.com"}
+        )
+        == 101
+    )
     assert await _upgrade_status(plugin, "p1", plugin.headers()) == 403
 
 
@@ -84,10 +91,15 @@ async def test_missing_or_wrong_credentials_are_refused(plugin_factory: Factory)
     """S3: no credentials, a wrong token: refused, nothing spawned."""
     plugin = await plugin_factory()
     assert await _refused_ws(plugin, "p1", {"Origin": plugin.origin}) == 1008
-    assert await _refused_ws(plugin, "p1", {"Origin": plugin.origin, "Authorization": "Bearer wrong"}) == 1008
+    assert (
+        await _refused_ws(plugin, "p1", {"Origin": plugin.origin, "Authorization": "Bearer wrong"})
+        == 1008
+    )
     response = await plugin.client.get("/pty/api/sessions")
     assert response.status == 401
-    response = await plugin.client.post("/pty/api/sessions/p1", headers={"Authorization": "Bearer nope"})
+    response = await plugin.client.post(
+        "/pty/api/sessions/p1", headers={"Authorization": "Bearer nope"}
+    )
     assert response.status == 401
     assert plugin.manager.sessions == []
 
@@ -129,7 +141,9 @@ async def test_page_headers(plugin_factory: Factory) -> None:
     assert (await plugin.client.get("/pty/static/vendor/xterm/xterm.js")).status == 200
 
 
-async def test_other_principals_project_is_refused_without_revealing_it(plugin_factory: Factory, tmp_path: Path) -> None:
+async def test_other_principals_project_is_refused_without_revealing_it(
+    plugin_factory: Factory, tmp_path: Path
+) -> None:
     """S4: A may not attach to, type into, resize, see or close B's project."""
 
     async def authenticate(request: web.Request) -> object | None:
@@ -152,19 +166,30 @@ async def test_other_principals_project_is_refused_without_revealing_it(plugin_f
     for project in ("bob-1", "bob-missing"):
         check = await plugin.client.ws_connect(f"/pty/ws/{project}", headers=alice)
         message = await check.receive()
-        assert (message.type, check.close_code, message.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "not authorised")
+        assert (message.type, check.close_code, message.extra) == (
+            aiohttp.WSMsgType.CLOSE,
+            1008,
+            "not authorised",
+        )
         got = await plugin.client.get(f"/pty/api/sessions/{project}", headers=alice)
         assert got.status == 404
         assert await got.json() == {"error": {"code": "not_found", "message": "Not Found"}}
-        assert (await plugin.client.delete(f"/pty/api/sessions/{project}", headers=alice)).status == 404
+        assert (
+            await plugin.client.delete(f"/pty/api/sessions/{project}", headers=alice)
+        ).status == 404
     listed = await (await plugin.client.get("/pty/api/sessions", headers=alice)).json()
     assert listed == []
-    assert [s["output_project_id"] for s in await (await plugin.client.get("/pty/api/sessions", headers=bob)).json()] == ["bob-1"]
+    assert [
+        s["output_project_id"]
+        for s in await (await plugin.client.get("/pty/api/sessions", headers=bob)).json()
+    ] == ["bob-1"]
     assert marker.read_bytes() == b""
     await ws.close()
 
 
-async def test_read_only_principal_cannot_type_or_resize(plugin_factory: Factory, tmp_path: Path) -> None:
+async def test_read_only_principal_cannot_type_or_resize(
+    plugin_factory: Factory, tmp_path: Path
+) -> None:
     async def authorize(principal: object, project: str, action: str) -> bool:
         return action in ("attach", "list")
 
@@ -186,16 +211,31 @@ async def test_read_only_principal_cannot_type_or_resize(plugin_factory: Factory
 
 @pytest.mark.parametrize(
     "project",
-    ["..%2Fx", "%2Ftmp%2Fx", "a%2Fb", "%252e%252e", "-rf", "x" * 300, "a%00b", "%C3%A9", ".x", "_x"],
+    [
+        "..%2Fx",
+        "%2Ftmp%2Fx",
+        "a%2Fb",
+        "%252e%252e",
+        "-rf",
+        "x" * 300,
+        "a%00b",
+        "%C3%A9",
+        ".x",
+        "_x",
+    ],
 )
-async def test_bad_project_ids_are_refused(plugin_factory: Factory, project: str, tmp_path: Path) -> None:
+async def test_bad_project_ids_are_refused(
+    plugin_factory: Factory, project: str, tmp_path: Path
+) -> None:
     """S5: refused before any lookup; no file or directory created."""
     plugin = await plugin_factory()
     ws = await plugin.client.ws_connect(f"/pty/ws/{project}", headers=plugin.headers())
     message = await ws.receive()
     assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1008
     for method in ("GET", "POST", "DELETE"):
-        response = await plugin.client.request(method, f"/pty/api/sessions/{project}", headers=plugin.headers())
+        response = await plugin.client.request(
+            method, f"/pty/api/sessions/{project}", headers=plugin.headers()
+        )
         assert response.status in (400, 404)
     assert plugin.manager.sessions == []
     assert not (tmp_path / "projects").exists()
@@ -213,32 +253,54 @@ async def test_client_cannot_choose_what_runs(plugin_factory: Factory, tmp_path:
     """S6: cmd, args, cwd and env in the query or JSON are ignored."""
     plugin = await plugin_factory(command=ShellCommand(["sleep", "1000"]))
     client = await plugin.attach("p1", cmd="sh", args="-c id", cwd="/", env="X=1")
-    await client.ws.send_str(json.dumps({"type": "resize", "cols": 90, "rows": 20, "cmd": "sh", "cwd": "/"}))
-    response = await plugin.client.post("/pty/api/sessions/p2?cmd=sh&cwd=/", json={"cmd": "sh", "cwd": "/", "env": {"A": "1"}}, headers=plugin.headers())
+    await client.ws.send_str(
+        json.dumps({"type": "resize", "cols": 90, "rows": 20, "cmd": "sh", "cwd": "/"})
+    )
+    response = await plugin.client.post(
+        "/pty/api/sessions/p2?cmd=sh&cwd=/",
+        json={"cmd": "sh", "cwd": "/", "env": {"A": "1"}},
+        headers=plugin.headers(),
+    )
     assert response.status == 201
     for project in ("p1", "p2"):
         session = plugin.manager.get_session_by_output_project(project)
         assert session is not None
         assert Path(f"/proc/{session.pty.pid}/cmdline").read_bytes() == b"sleep\x001000\x00"
-        assert os.readlink(f"/proc/{session.pty.pid}/cwd") == str((tmp_path / "projects" / project).resolve())
+        assert os.readlink(f"/proc/{session.pty.pid}/cwd") == str(
+            (tmp_path / "projects" / project).resolve()
+        )
 
 
-async def test_child_environment_is_an_allowlist(plugin_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_child_environment_is_an_allowlist(
+    plugin_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """S7 through the plugin."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "shh")
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("CLAUDE_CODE_SSE_PORT", "1234")
-    plugin = await plugin_factory(command=ShellCommand(["sleep", "1000"]), env_extra={"PROJECT_FLAG": "on"})
+    plugin = await plugin_factory(
+        command=ShellCommand(["sleep", "1000"]), env_extra={"PROJECT_FLAG": "on"}
+    )
     await plugin.attach("p1")
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None
-    env = dict(i.split("=", 1) for i in Path(f"/proc/{session.pty.pid}/environ").read_text().split("\0") if i)
-    assert "AWS_SECRET_ACCESS_KEY" not in env and "CLAUDECODE" not in env and "CLAUDE_CODE_SSE_PORT" not in env
+    env = dict(
+        i.split("=", 1)
+        for i in Path(f"/proc/{session.pty.pid}/environ").read_text().split("\0")
+        if i
+    )
+    assert (
+        "AWS_SECRET_ACCESS_KEY" not in env
+        and "CLAUDECODE" not in env
+        and "CLAUDE_CODE_SSE_PORT" not in env
+    )
     assert env["PROJECT_FLAG"] == "on" and env["TERM"] == "xterm-256color"
     assert env[proctree.MARKER_ENV] == session.session_id
 
 
-async def test_no_token_in_any_log_line(plugin_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_token_in_any_log_line(
+    plugin_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
     """S8: auth success and failure, and a forced 500: the token never appears in a log."""
 
     caplog.set_level(logging.DEBUG)
@@ -246,7 +308,9 @@ async def test_no_token_in_any_log_line(plugin_factory: Factory, caplog: pytest.
     await plugin.client.get(f"/pty/?token={TOKEN}", allow_redirects=False)
     await plugin.client.get("/pty/?token=wrong-guess-token", allow_redirects=False)
     await plugin.client.get("/pty/api/sessions", headers={"Authorization": f"Bearer {TOKEN}"})
-    await plugin.client.get("/pty/api/sessions", headers={"Authorization": "Bearer wrong-guess-token"})
+    await plugin.client.get(
+        "/pty/api/sessions", headers={"Authorization": "Bearer wrong-guess-token"}
+    )
     await plugin.attach("p1")
     # A forced 500: the store is closed under the running app.
     await plugin.manager.store.close()
@@ -261,7 +325,11 @@ async def test_no_token_in_any_log_line(plugin_factory: Factory, caplog: pytest.
 async def test_replay_does_not_make_the_terminal_answer(plugin_factory: Factory) -> None:
     """S9: queries in the output are not replayed to a late client."""
     plugin = await plugin_factory(
-        command=ShellCommand(py("import sys, time; sys.stdout.write('a\\x1b[6nb\\x1b[cc\\x1b]11;?\\x07d'); sys.stdout.flush(); time.sleep(1000)"))
+        command=ShellCommand(
+            py(
+                "import sys, time; sys.stdout.write('a\\x1b[6nb\\x1b[cc\\x1b]11;?\\x07d'); sys.stdout.flush(); time.sleep(1000)"
+            )
+        )
     )
     first = await plugin.attach("p1")
     await first.read_until(b"d")
@@ -283,7 +351,7 @@ async def test_client_and_session_limits(plugin_factory: Factory) -> None:
     await plugin.attach("b")
     ws = await plugin.connect("c")
     message = await ws.receive()
-    assert ws.close_code == 1013 and "session limit" in message.extra
+    assert ws.close_code == 1013 and "session limit" in (message.extra or "")
     response = await plugin.client.post("/pty/api/sessions/c", headers=plugin.headers())
     assert response.status == 503
     await a1.ws.send_bytes(b"alive\n")
@@ -301,7 +369,9 @@ async def test_connection_limit(plugin_factory: Factory) -> None:
 
 async def test_cross_site_post_is_refused(plugin_factory: Factory) -> None:
     plugin = await plugin_factory()
-    response = await plugin.client.post("/pty/api/sessions/p1", headers={**plugin.headers(), "Origin": "https://evil.example"})
+    response = await plugin.client.post(
+        "/pty/api/sessions/p1", headers={**plugin.headers(), "Origin": "https://evil.example"}
+    )
     assert response.status == 403
     assert plugin.manager.sessions == []
 

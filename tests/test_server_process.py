@@ -63,7 +63,9 @@ async def test_sigkill_at_random_moments_respawns_each_session_once(tmp_path: Pa
         assert processes_with(MARK) == []
         with sqlite3.connect(server.db) as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            rows = db.execute("SELECT output_project_id, status FROM sessions ORDER BY 1").fetchall()
+            rows = db.execute(
+                "SELECT output_project_id, status FROM sessions ORDER BY 1"
+            ).fetchall()
             # A graceful shutdown keeps them marked for the next start.
             assert rows == [(p, "running") for p in projects]
     finally:
@@ -72,7 +74,9 @@ async def test_sigkill_at_random_moments_respawns_each_session_once(tmp_path: Pa
 
 async def test_sigterm_closes_clients_ends_trees_and_exits(tmp_path: Path) -> None:
     """R11: 5 sessions and 10 clients; SIGTERM: 1001 to every client, trees ended, exit < 15 s."""
-    server = ServerProcess(tmp_path, "--argv", json.dumps(["sh", "-c", "sleep 100000 & exec sleep 100001"]))
+    server = ServerProcess(
+        tmp_path, "--argv", json.dumps(["sh", "-c", "sleep 100000 & exec sleep 100001"])
+    )
     try:
         await server.start()
         await server.ready()
@@ -89,7 +93,10 @@ async def test_sigterm_closes_clients_ends_trees_and_exits(tmp_path: Path) -> No
         assert time.monotonic() - start < 15
         server.process = None
         for pid in pids:
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+            )
         assert processes_with("100000") == []
         with sqlite3.connect(server.db) as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

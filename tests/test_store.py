@@ -40,7 +40,12 @@ async def test_round_trip_and_update(tmp_path: Path) -> None:
         await store.update("a", status="idle", pid=None)
         row = await store.get("a")
         assert row is not None
-        assert (row.argv, row.claude_session_id, row.status, row.pid) == (("bash", "-l"), "c1", "idle", None)
+        assert (row.argv, row.claude_session_id, row.status, row.pid) == (
+            ("bash", "-l"),
+            "c1",
+            "idle",
+            None,
+        )
         assert [r.output_project_id for r in await store.list(status="idle")] == ["a"]
         with pytest.raises(ValueError):
             await store.update("a", no_such_column=1)
@@ -57,7 +62,9 @@ async def test_database_settings(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(list(default_migrations_dir().glob("*.sql")))
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(
+            list(default_migrations_dir().glob("*.sql"))
+        )
 
 
 async def test_migrations_apply_once(tmp_path: Path) -> None:
@@ -66,7 +73,9 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     (migrations / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);")
     store = await SessionStore.open(tmp_path / "db.sqlite", migrations)
     await store.close()
-    (migrations / "0002_two.sql").write_text("CREATE TABLE two (x INTEGER); INSERT INTO one VALUES (1);")
+    (migrations / "0002_two.sql").write_text(
+        "CREATE TABLE two (x INTEGER); INSERT INTO one VALUES (1);"
+    )
     for _ in range(2):
         store = await SessionStore.open(tmp_path / "db.sqlite", migrations)
         assert await store.schema_version() == 2
@@ -79,8 +88,10 @@ async def test_failing_migration_rolls_back(tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     (migrations / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);")
-    (migrations / "0002_bad.sql").write_text("CREATE TABLE two (x INTEGER);\nINSERT INTO nowhere VALUES (1);")
-    with pytest.raises(MigrationError, match="0002_bad.sql"):
+    (migrations / "0002_bad.sql").write_text(
+        "CREATE TABLE two (x INTEGER);\nINSERT INTO nowhere VALUES (1);"
+    )
+    with pytest.raises(MigrationError, match=r"0002_bad\.sql"):
         await SessionStore.open(tmp_path / "db.sqlite", migrations)
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
@@ -100,7 +111,7 @@ async def test_misnumbered_migrations_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MigrationError, match="without gaps"):
         await SessionStore.open(tmp_path / "db.sqlite", migrations)
     (migrations / "two.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         await SessionStore.open(tmp_path / "db.sqlite", migrations)
 
 
@@ -112,8 +123,12 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for round_ in range(8):
         writer = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "tests" / "programs" / "store_writer.py"), str(path), f"r{round_}",
-            stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            str(ROOT / "tests" / "programs" / "store_writer.py"),
+            str(path),
+            f"r{round_}",
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         assert writer.stdout is not None
         assert (await asyncio.wait_for(writer.stdout.readline(), 30)).strip() == b"open"

@@ -41,7 +41,9 @@ def safe_start(data: bytes | bytearray) -> int:
     reach, skip at least the UTF-8 continuation bytes.
     """
     window = data[:_BOUNDARY_SEARCH]
-    candidates = [i for i in (window.find(b"\x1b"), window.find(b"\n"), window.find(b"\r")) if i >= 0]
+    candidates = [
+        i for i in (window.find(b"\x1b"), window.find(b"\n"), window.find(b"\r")) if i >= 0
+    ]
     if candidates:
         first = min(candidates)
         # Start after a line break, at an escape.

@@ -82,7 +82,12 @@ def project_folder(cwd: str | Path) -> str:
 
 def transcript_path(config_dir: str | Path, cwd: str | Path, claude_session_id: str) -> Path:
     """Where Claude keeps the conversation ``claude_session_id`` started in ``cwd``."""
-    return Path(config_dir) / "projects" / project_folder(os.path.realpath(cwd)) / f"{claude_session_id}.jsonl"
+    return (
+        Path(config_dir)
+        / "projects"
+        / project_folder(os.path.realpath(cwd))
+        / f"{claude_session_id}.jsonl"
+    )
 
 
 def _strip_flags(argv: Sequence[str]) -> list[str]:
@@ -114,7 +119,9 @@ def _holders(claude_session_id: str, config_dir: Path) -> set[proctree.ProcessId
                 cmdline = f.read().split(b"\0")
         except OSError:
             continue
-        if needle in cmdline and any(flag.encode() in cmdline for flag in ("--resume", "-r", "--session-id")):
+        if needle in cmdline and any(
+            flag.encode() in cmdline for flag in ("--resume", "-r", "--session-id")
+        ):
             process = proctree.identify(int(name))
             if process is not None:
                 found.add(process)
@@ -149,10 +156,14 @@ class ClaudeCommand:
 
     def __post_init__(self) -> None:
         if isinstance(self.args, str):
-            raise TypeError("ClaudeCommand args is a list, e.g. ClaudeCommand(args=['--model', 'sonnet'])")
+            raise TypeError(
+                "ClaudeCommand args is a list, e.g. ClaudeCommand(args=['--model', 'sonnet'])"
+            )
         owned = [a for a in self.args if a.split("=", 1)[0] in _SESSION_FLAGS]
         if owned:
-            raise ValueError(f"ClaudeCommand args may not contain session flags (the plugin sets them): {owned}")
+            raise ValueError(
+                f"ClaudeCommand args may not contain session flags (the plugin sets them): {owned}"
+            )
 
     def base_argv(self) -> list[str]:
         return [self.executable, *self.args]
@@ -169,7 +180,9 @@ class ClaudeCommand:
         claude_id = request.claude_session_id or str(uuid.uuid4())
         holders = await asyncio.to_thread(_holders, claude_id, config_dir)
         for holder in holders:
-            log.warning("ending pid %d: it still holds the Claude session to be resumed", holder.pid)
+            log.warning(
+                "ending pid %d: it still holds the Claude session to be resumed", holder.pid
+            )
             await proctree.end_processes(holder, None, grace=2.0)
         exists = await asyncio.to_thread(transcript_path(config_dir, request.cwd, claude_id).exists)
         argv = _strip_flags(request.base_argv)
@@ -185,7 +198,9 @@ class ClaudeCommand:
             env["WXCODE_PTY_HOOK_TOKEN"] = token
         return SpawnPlan(argv=argv, env=env, claude_session_id=claude_id, tracker=tracker)
 
-    def after_exit(self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes) -> Retry | None:
+    def after_exit(
+        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+    ) -> Retry | None:
         if not early or status.code == 0:
             return None
         text = _SPACE.sub(b"", _ANSI.sub(b"", tail))
@@ -194,7 +209,10 @@ class ClaudeCommand:
         previous = session.claude_session_id
         return Retry(
             claude_session_id=str(uuid.uuid4()),
-            reason=f"the stored conversation {previous} could not be resumed; a new conversation was started",
+            reason=(
+                f"the stored conversation {previous} could not be resumed;"
+                " a new conversation was started"
+            ),
         )
 
 
@@ -211,7 +229,9 @@ def _shell_quote(text: str) -> str:
 class ClaudeTracker:
     """Follows the Claude session id of one running Claude process."""
 
-    def __init__(self, config_dir: Path, cwd: Path, claude_session_id: str, on_id: IdListener) -> None:
+    def __init__(
+        self, config_dir: Path, cwd: Path, claude_session_id: str, on_id: IdListener
+    ) -> None:
         self.config_dir = config_dir
         self.cwd = cwd
         self.current = claude_session_id
@@ -239,7 +259,10 @@ class ClaudeTracker:
         claude_session_id = claude_session_id.lower()
         if claude_session_id == self.current:
             return
-        if not confirmed and not transcript_path(self.config_dir, self.cwd, claude_session_id).exists():
+        if (
+            not confirmed
+            and not transcript_path(self.config_dir, self.cwd, claude_session_id).exists()
+        ):
             return
         self.current = claude_session_id
         self._on_id(claude_session_id, None)
@@ -257,9 +280,12 @@ class ClaudeTracker:
         with contextlib.suppress(ValueError, AttributeError):
             event = json.loads(body)
             claude_session_id = event.get("session_id")
-            if event.get("hook_event_name") == "SessionStart" and isinstance(claude_session_id, str):
-                if _UUID.fullmatch(claude_session_id):
-                    self._accept(claude_session_id, confirmed=True)
+            if (
+                event.get("hook_event_name") == "SessionStart"
+                and isinstance(claude_session_id, str)
+                and _UUID.fullmatch(claude_session_id)
+            ):
+                self._accept(claude_session_id, confirmed=True)
 
     async def _poll_pid_file(self, pid: int) -> None:
         path = self.config_dir / "sessions" / f"{pid}.json"

@@ -64,15 +64,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port to bind (default: %(default)s)")
     parser.add_argument(
-        "--db", default="./wxcode_pty.db", help="SQLite database file, created if needed (default: %(default)s)"
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--db",
+        default="./wxcode_pty.db",
+        help="SQLite database file, created if needed (default: %(default)s)",
     )
     parser.add_argument(
         "--workdir",
         default="./projects",
-        help="root folder; each project runs in WORKDIR/<project id>, created on demand (default: %(default)s)",
+        help=(
+            "root folder; each project runs in WORKDIR/<project id>, created on demand"
+            " (default: %(default)s)"
+        ),
     )
     program = parser.add_mutually_exclusive_group()
     program.add_argument(
@@ -95,14 +104,19 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         help="replay buffer per session (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-sessions", type=int, default=1000, help="running sessions at most (default: %(default)s)"
+        "--max-sessions",
+        type=int,
+        default=1000,
+        help="running sessions at most (default: %(default)s)",
     )
     parser.add_argument(
         "--no-token",
         action="store_true",
         help="no access token (Origin and Host checks stay on); only for a trusted machine",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
 
 
 def _profile(args: argparse.Namespace) -> tuple[CommandProfile, str]:
@@ -144,7 +158,6 @@ def _check_database(path: Path) -> None:
 async def _serve(args: argparse.Namespace) -> None:
     profile, description = _profile(args)
     database = Path(args.db)
-    _check_database(database)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     token = None if args.no_token else secrets.token_urlsafe(24)
@@ -152,7 +165,7 @@ async def _serve(args: argparse.Namespace) -> None:
         settings = Settings(
             database=database,
             command=profile,
-            workdir=Path(args.workdir).absolute(),
+            workdir=Path(args.workdir),
             idle_timeout=args.idle_timeout,
             buffer_size=args.buffer_size,
             max_sessions=args.max_sessions,
@@ -173,8 +186,13 @@ async def _serve(args: argparse.Namespace) -> None:
             await site.start()
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise UsageError(f"port {args.port} on {args.host} is already in use (choose another with --port)") from None
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+                raise UsageError(
+                    f"port {args.port} on {args.host} is already in use"
+                    " (choose another with --port)"
+                ) from None
+            raise UsageError(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            ) from None
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{args.port}/"
         print(f"wxcode-pty serving {description}", flush=True)
@@ -200,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
+        _check_database(Path(args.db))
+        # Absolute: sessions keep their directory even if the server's cwd changes.
+        args.workdir = os.path.abspath(args.workdir)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(args))
     except UsageError as exc:

@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -109,14 +108,14 @@ class PTYSessionManager:
     async def close_all(self) -> None:
         """Shutdown: end every tree but keep running rows marked for recovery."""
         self._closed = True
-        for task in (self._reaper, self._recovery):
-            if task is not None and not task.done():
-                task.cancel()
+        for background in (self._reaper, self._recovery):
+            if background is not None and not background.done():
+                background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for task in list(self._starting.values()):
+                    await background
+        for starting in list(self._starting.values()):
             with contextlib.suppress(Exception):
-                await task
+                await starting
         await asyncio.gather(
             *(self._end(session, "shutdown") for session in list(self._by_project.values()))
         )
@@ -207,7 +206,9 @@ class PTYSessionManager:
             self._starting[output_project_id] = task
             return await asyncio.shield(task), True
 
-    async def _start(self, output_project_id: str, cols: int | None, rows: int | None) -> PTYSession:
+    async def _start(
+        self, output_project_id: str, cols: int | None, rows: int | None
+    ) -> PTYSession:
         try:
             return await self._spawn_new(output_project_id, cols, rows)
         finally:
@@ -530,4 +531,3 @@ def _describe(status: ExitStatus) -> str:
     if status.signal:
         return f"killed by {status.signal}"
     return f"exit code {status.code}"
-

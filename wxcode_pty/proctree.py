@@ -15,6 +15,7 @@ This module does not spawn or reap anything; ``pty.py`` owns the program's own p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Iterable
@@ -131,10 +132,8 @@ def _signal_all(processes: Iterable[ProcessId], signum: int) -> None:
     for process in processes:
         # Re-check the identity right before the signal: never signal a reused pid.
         if is_alive(process):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signum)
-            except ProcessLookupError:
-                pass
 
 
 async def _wait_gone(processes: set[ProcessId], deadline: float) -> set[ProcessId]:

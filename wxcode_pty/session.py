@@ -39,7 +39,9 @@ class SessionClient(Protocol):
         """New output; must not block or await."""
         ...
 
-    def send_claude_session(self, claude_session_id: str, previous: str | None, reason: str | None) -> None:
+    def send_claude_session(
+        self, claude_session_id: str, previous: str | None, reason: str | None
+    ) -> None:
         """The Claude session id changed."""
         ...
 

@@ -108,19 +108,22 @@ class SessionStore:
 
     async def _migrate(self, directory: Path) -> None:
         migrations: list[tuple[int, Path]] = []
-        for file in sorted(directory.glob("*.sql")):
+        files = await asyncio.to_thread(lambda: sorted(directory.glob("*.sql")))
+        for file in files:
             match = _MIGRATION_NAME.match(file.name)
             if match is None:
                 raise MigrationError(f"migration file name must be NNNN_name.sql: {file.name}")
             migrations.append((int(match.group(1)), file))
         numbers = [n for n, _ in migrations]
         if numbers != list(range(1, len(numbers) + 1)):
-            raise MigrationError(f"migrations must be numbered 0001, 0002, ... without gaps: {numbers}")
+            raise MigrationError(
+                f"migrations must be numbered 0001, 0002, ... without gaps: {numbers}"
+            )
         version = await self.schema_version()
         for number, file in migrations:
             if number <= version:
                 continue
-            script = file.read_text(encoding="utf-8")
+            script = await asyncio.to_thread(file.read_text, encoding="utf-8")
             async with self._write_lock:
                 try:
                     # user_version is transactional: the schema and its number move together.

@@ -97,15 +97,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    sockets = list(app[SOCKETS_KEY])
-    await asyncio.gather(*(_close_socket(ws, protocol.CLOSE_GOING_AWAY, "server shutting down") for ws in sockets))
+    registry: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS_KEY]
+    sockets = list(registry)
+    await asyncio.gather(
+        *(_close_socket(ws, protocol.CLOSE_GOING_AWAY, "server shutting down") for ws in sockets)
+    )
 
 
 async def _close_socket(ws: web.WebSocketResponse, code: int, reason: str) -> None:
-    try:
+    with contextlib.suppress(TimeoutError, ConnectionError):
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()), timeout=5)
-    except (TimeoutError, ConnectionError):
-        pass
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -313,7 +314,9 @@ class _Client:
             self._queued += len(text)
             self._wake.set()
 
-    def send_claude_session(self, claude_session_id: str, previous: str | None, reason: str | None) -> None:
+    def send_claude_session(
+        self, claude_session_id: str, previous: str | None, reason: str | None
+    ) -> None:
         self.send_text(
             protocol.encode(
                 "claude_session",
@@ -394,7 +397,9 @@ class _Client:
                         parts.append(nxt)  # type: ignore[arg-type]
                         size += len(nxt)
                     self._queued -= size
-                    await self._bounded(ws.send_bytes(parts[0] if len(parts) == 1 else b"".join(parts)))
+                    await self._bounded(
+                        ws.send_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
+                    )
                     self.metrics.bytes_out += size
                     if self._queued < self._high_water // 4 and self.session.pty.reading_paused:
                         self.session.drained()
@@ -454,7 +459,11 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
     sockets = app[SOCKETS_KEY]
     if len(sockets) >= settings.max_connections:
         return await _refuse(
-            ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "connection limit reached", "connection_limit"
+            ws,
+            request,
+            protocol.CLOSE_TRY_AGAIN_LATER,
+            "connection limit reached",
+            "connection_limit",
         )
     try:
         since = _query_int(request, "since")
@@ -469,19 +478,29 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
     except InvalidProjectId as exc:
         return await _refuse(ws, request, protocol.CLOSE_POLICY, str(exc), "bad_id")
     except SpawnError as exc:
-        return await _refuse(ws, request, protocol.CLOSE_INTERNAL_ERROR, str(exc)[:120], "spawn_failed")
+        return await _refuse(
+            ws, request, protocol.CLOSE_INTERNAL_ERROR, str(exc)[:120], "spawn_failed"
+        )
     if session.closing is not None or not session.pty.running:
-        return await _refuse(ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending")
+        return await _refuse(
+            ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending"
+        )
     if len(session.clients) >= settings.max_clients_per_session:
         return await _refuse(
-            ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "client limit reached for this session", "client_limit"
+            ws,
+            request,
+            protocol.CLOSE_TRY_AGAIN_LATER,
+            "client limit reached for this session",
+            "client_limit",
         )
 
     client = _Client(ws, request, session, settings, metrics)
     client.may_input = await gate.authorize(principal, project, "input")
     client.may_resize = await gate.authorize(principal, project, "resize")
     if session.closing is not None or not session.pty.running:
-        return await _refuse(ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending")
+        return await _refuse(
+            ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending"
+        )
     if cols is not None and rows is not None and client.may_resize:
         client.cols, client.rows = cols, rows
         manager.resize(session, cols, rows)
@@ -504,7 +523,11 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
             resumed=session.resumed,
         )
     )
-    client.send_text(protocol.encode("replay", **{"from": replay.start, "to": replay.end, "truncated": truncated}))
+    client.send_text(
+        protocol.encode(
+            "replay", **{"from": replay.start, "to": replay.end, "truncated": truncated}
+        )
+    )
     if replay.data:
         client.send_output(strip_queries(replay.data))
     client.send_text(protocol.encode("replayed", offset=replay.end))

@@ -46,7 +46,14 @@ def main() -> None:
     )
     host = web.Application()
     host.add_subapp("/pty", create_app(settings))
-    web.run_app(host, host="127.0.0.1", port=args.port, print=None, access_log_class=RedactingAccessLogger, shutdown_timeout=5)
+    web.run_app(
+        host,
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log_class=RedactingAccessLogger,
+        shutdown_timeout=5,
+    )
 
 
 if __name__ == "__main__":
