@@ -54,13 +54,13 @@ def test_wheel_installs_with_migrations_and_static_files(tmp_path: Path) -> None
     script = (
         "import asyncio, wxcode_pty\n"
         "from wxcode_pty.store import SessionStore\n"
-        "assert wxcode_pty.__file__.startswith(%r), wxcode_pty.__file__\n"
+        f"assert wxcode_pty.__file__.startswith({str(target)!r}), wxcode_pty.__file__\n"
         "async def main():\n"
         "    store = await SessionStore.open('db.sqlite')\n"
         "    print(await store.schema_version())\n"
         "    await store.close()\n"
         "asyncio.run(main())\n"
-    ) % str(target)
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run(
         [sys.executable, "-c", script],

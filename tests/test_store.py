@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from wxcode_pty.store import MigrationError, SessionRecord, SessionStore, default_migrations_dir
+from wxcode_pty.store import (
+    MigrationError,
+    SessionRecord,
+    SessionStore,
+    StoreLocked,
+    default_migrations_dir,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,3 +156,15 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
             assert rows[project].status == "idle"
     finally:
         await store.close()
+
+
+async def test_one_server_per_database(tmp_path: Path) -> None:
+    """Two servers on one database would respawn the same sessions: the second is refused."""
+    first = await SessionStore.open(tmp_path / "db.sqlite")
+    try:
+        with pytest.raises(StoreLocked, match="in use by another server"):
+            await SessionStore.open(tmp_path / "db.sqlite")
+    finally:
+        await first.close()
+    second = await SessionStore.open(tmp_path / "db.sqlite")
+    await second.close()

@@ -18,6 +18,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,9 @@ from .web import create_app
 __all__ = ["main"]
 
 log = logging.getLogger("wxcode_pty")
+
+#: A fixed token for the built-in check, so that open pages reconnect after a restart.
+TOKEN_ENV = "WXCODE_PTY_TOKEN"
 
 
 class UsageError(Exception):
@@ -56,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             "Runs 'claude' when it is on PATH, else your shell. Open the printed URL; each "
             "?project=<id> is one terminal that survives reloads and restarts. "
-            "SIGINT and SIGTERM shut down gracefully; sessions are respawned on the next start."
+            "SIGINT and SIGTERM shut down gracefully; sessions are respawned on the next start. "
+            "The access token is random per start unless WXCODE_PTY_TOKEN sets it (then open "
+            "pages reconnect after a restart)."
         ),
     )
     _add_serve_options(serve)
@@ -145,27 +151,40 @@ def _require_executable(program: str, option: str) -> None:
 
 
 def _check_database(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.exists():
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise UsageError(f"--db: cannot write the database {path}")
-    elif not folder.is_dir():
-        raise UsageError(f"--db: folder does not exist: {folder}")
-    elif not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--db: cannot create the database in {folder}")
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    profile, description = _profile(args)
-    database = Path(args.db)
-    if not 0 < args.port < 65536:
-        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
-    token = None if args.no_token else secrets.token_urlsafe(24)
+    """Open (and so create) the file, for a clear message instead of SQLite's."""
+    if path.is_dir():
+        raise UsageError(f"--db: {path} is a folder, not a database file")
     try:
-        settings = Settings(
-            database=database,
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--db: cannot open the database {path}: {exc.strerror or exc}") from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before anything else: a second server must fail before touching any session."""
+    if not 0 < port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        return socket.create_server((host, port), backlog=1024)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is already in use (choose another with --port)"
+            ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _settings(args: argparse.Namespace, profile: CommandProfile) -> Settings:
+    token = None
+    if not args.no_token:
+        token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+    try:
+        return Settings(
+            database=Path(args.db),
             command=profile,
-            workdir=Path(args.workdir),
+            # Absolute: sessions keep their directory even if the server's cwd changes.
+            workdir=Path(os.path.abspath(args.workdir)),
             idle_timeout=args.idle_timeout,
             buffer_size=args.buffer_size,
             max_sessions=args.max_sessions,
@@ -174,6 +193,9 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     except ValueError as exc:
         raise UsageError(str(exc).replace("Settings.", "--").replace("_", "-")) from None
+
+
+async def _serve(settings: Settings, listener: socket.socket, url: str, description: str) -> None:
     runner = web.AppRunner(create_app(settings), access_log_class=RedactingAccessLogger)
     try:
         await runner.setup()
@@ -181,21 +203,9 @@ async def _serve(args: argparse.Namespace) -> None:
         await runner.cleanup()
         raise UsageError(f"cannot start: {exc}") from None
     try:
-        site = web.TCPSite(runner, args.host, args.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UsageError(
-                    f"port {args.port} on {args.host} is already in use"
-                    " (choose another with --port)"
-                ) from None
-            raise UsageError(
-                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-            ) from None
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        url = f"http://{host}:{args.port}/"
+        await web.SockSite(runner, listener).start()
         print(f"wxcode-pty serving {description}", flush=True)
+        token = settings.token if settings.token_required else None
         print(f"open {url}?token={token}" if token else f"open {url}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -218,11 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        _check_database(Path(args.db))
-        # Absolute: sessions keep their directory even if the server's cwd changes.
-        args.workdir = os.path.abspath(args.workdir)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(args))
+        profile, description = _profile(args)
+        settings = _settings(args, profile)
+        listener = _listen(args.host, args.port)
+        with listener:
+            _check_database(Path(args.db))
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            url = f"http://{host}:{args.port}/"
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(settings, listener, url, description))
     except UsageError as exc:
         print(f"wxcode-pty: error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ one connection cannot hold two transactions.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import re
 import time
 from collections.abc import Iterable
@@ -20,7 +22,13 @@ from typing import Any
 
 import aiosqlite
 
-__all__ = ["MigrationError", "SessionRecord", "SessionStore", "default_migrations_dir"]
+__all__ = [
+    "MigrationError",
+    "SessionRecord",
+    "SessionStore",
+    "StoreLocked",
+    "default_migrations_dir",
+]
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 STATUSES = ("running", "idle", "exited", "stopped", "failed")
@@ -28,6 +36,21 @@ STATUSES = ("running", "idle", "exited", "stopped", "failed")
 
 class MigrationError(Exception):
     """A migration file is misnamed or failed; the database is left at the last good version."""
+
+
+class StoreLocked(Exception):
+    """Another process (another server) has the database open."""
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on ``<database>.lock``, held while the store is open."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"the database {path} is in use by another server") from None
+    return fd
 
 
 def default_migrations_dir() -> Path:
@@ -81,30 +104,45 @@ def _from_row(row: Iterable[Any]) -> SessionRecord:
 class SessionStore:
     """Persistence of session rows. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, lock_fd: int) -> None:
         self._db = db
         self.path = path
+        self._lock_fd = lock_fd
         self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path, migrations_dir: Path | None = None) -> SessionStore:
-        """Open (creating if needed) and migrate the database at ``path``."""
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        Only one server may use a database: two would respawn the same sessions.
+        """
         path = Path(path)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        lock_fd = await asyncio.to_thread(_lock, path)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
-            store = cls(db, path)
+            store = cls(db, path, lock_fd)
             await store._migrate(migrations_dir or default_migrations_dir())
         except BaseException:
             await db.close()
+            os.close(lock_fd)
             raise
         return store
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            await self._db.close()
+        finally:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     async def _migrate(self, directory: Path) -> None:
         migrations: list[tuple[int, Path]] = []
