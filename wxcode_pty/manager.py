@@ -80,6 +80,8 @@ class PTYSessionManager:
         self._reaper: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._closed = False
+        #: Runs of a previous server whose processes recovery already ended.
+        self._swept: set[str] = set()
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -94,8 +96,18 @@ class PTYSessionManager:
         if not rows:
             return
         log.info("recovery: %d session(s) were running", len(rows))
-        # The old trees go first: a respawn must never run beside its predecessor.
-        await asyncio.gather(*(self._end_old_tree(row) for row in rows))
+        # The old trees go first: a respawn must never run beside its predecessor. One pass
+        # over /proc finds the survivors of every row; only those rows need more.
+        survivors = await asyncio.to_thread(proctree.find_marked, [r.session_id for r in rows])
+        alive = {r.pid for r in rows if r.pid is not None and _same_process(r)}
+        await asyncio.gather(
+            *(
+                self._end_old_tree(row)
+                for row in rows
+                if survivors[row.session_id] or row.pid in alive
+            )
+        )
+        self._swept.update(row.session_id for row in rows)
         if not self.settings.respawn_on_start:
             return
         results = await asyncio.gather(
@@ -220,7 +232,10 @@ class PTYSessionManager:
         settings = self.settings
         row = await self.store.get(output_project_id)
         if row is not None:
-            await self._end_old_tree(row)
+            # Ended runs were swept when they ended; a row still marked running comes from a
+            # previous server.
+            if row.status == "running" and row.session_id not in self._swept:
+                await self._end_old_tree(row)
             cwd = Path(row.cwd)
             base_argv = list(row.argv)
             resumed = row.status in ("running", "idle")
@@ -525,6 +540,13 @@ class PTYSessionManager:
                 await self.cleanup_idle_sessions()
             except Exception:
                 log.exception("idle reaping failed")
+
+
+def _same_process(row: SessionRecord) -> bool:
+    """The row's program still runs (its pid with its start time)."""
+    if row.pid is None or row.pid_start_time is None:
+        return False
+    return proctree.is_alive(proctree.ProcessId(row.pid, row.pid_start_time))
 
 
 def _describe(status: ExitStatus) -> str:

@@ -21,7 +21,15 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["MARKER_ENV", "ProcessId", "end_processes", "find_tree", "identify", "is_alive"]
+__all__ = [
+    "MARKER_ENV",
+    "ProcessId",
+    "end_processes",
+    "find_marked",
+    "find_tree",
+    "identify",
+    "is_alive",
+]
 
 #: Environment variable that every spawned program (and so every descendant) carries.
 MARKER_ENV = "WXCODE_PTY_SESSION"
@@ -126,6 +134,33 @@ def find_tree(root: ProcessId | None, marker_value: str | None = None) -> set[Pr
         found.update(pid for pid in stats if pid != me and _has_marker(pid, marker))
     found.discard(os.getpid())
     return {ProcessId(pid, stats[pid].start_time) for pid in found}
+
+
+def find_marked(marker_values: Iterable[str]) -> dict[str, set[ProcessId]]:
+    """Live processes carrying each of several markers, in one pass over ``/proc``.
+
+    Blocking: call it through ``asyncio.to_thread``. For restart recovery, where one pass
+    instead of one per session is what keeps a restart of hundreds of sessions fast.
+    """
+    wanted = {f"{MARKER_ENV}={value}".encode(): value for value in marker_values}
+    found: dict[str, set[ProcessId]] = {value: set() for value in wanted.values()}
+    me = os.getpid()
+    for name in os.listdir(_PROC):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"{_PROC}/{name}/environ", "rb") as f:
+                entries = f.read().split(b"\0")
+        except OSError:
+            continue
+        for entry in entries:
+            value = wanted.get(entry)
+            if value is not None:
+                process = identify(int(name))
+                if process is not None:
+                    found[value].add(process)
+                break
+    return found
 
 
 def _signal_all(processes: Iterable[ProcessId], signum: int) -> None:
