@@ -206,3 +206,21 @@ async def test_helpers_see_binary_frames_only_for_terminal_bytes(plugin_factory:
     await client.ws.send_bytes(bytes(range(1, 128)))
     frame = await client.next()
     assert frame.kind == "bytes"
+
+
+async def test_first_client_sees_a_fast_program_from_its_first_byte(
+    plugin_factory: Factory,
+) -> None:
+    """A program that writes megabytes at once: the client that started it misses nothing,
+    however long the spawn's bookkeeping takes (output waits for the client)."""
+    plugin = await plugin_factory(
+        command=ShellCommand(
+            ["sh", "-c", "stty raw -echo; head -c 3000000 /dev/zero | tr '\\0' x; sleep 1000"]
+        )
+    )
+    client = await plugin.attach("p1")
+    assert client.replay["from"] == 0 and not client.replay["truncated"]
+    async with asyncio.timeout(30):
+        while len(client.output) < 3_000_000:
+            assert (await client.next()).kind == "bytes"
+    assert bytes(client.output) == b"x" * 3_000_000

@@ -190,9 +190,19 @@ class PTYSessionManager:
         return session
 
     async def ensure_session(
-        self, output_project_id: str, *, cols: int | None = None, rows: int | None = None
+        self,
+        output_project_id: str,
+        *,
+        cols: int | None = None,
+        rows: int | None = None,
+        hold_output: bool = False,
     ) -> tuple[PTYSession, bool]:
-        """``(session, created)``: the running session, or a new one and True."""
+        """``(session, created)``: the running session, or a new one and True.
+
+        With ``hold_output``, a new session's output is not read until the caller calls
+        ``session.pty.resume_reading()`` (after attaching its client): the first client sees
+        the program's output from its first byte, however fast it comes.
+        """
         if not valid_project_id(output_project_id):
             raise InvalidProjectId(
                 "output project id must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -214,20 +224,20 @@ class PTYSessionManager:
                 raise SessionLimitReached(
                     f"session limit reached ({self.settings.max_sessions} running)"
                 )
-            task = asyncio.create_task(self._start(output_project_id, cols, rows))
+            task = asyncio.create_task(self._start(output_project_id, cols, rows, hold_output))
             self._starting[output_project_id] = task
             return await asyncio.shield(task), True
 
     async def _start(
-        self, output_project_id: str, cols: int | None, rows: int | None
+        self, output_project_id: str, cols: int | None, rows: int | None, hold: bool
     ) -> PTYSession:
         try:
-            return await self._spawn_new(output_project_id, cols, rows)
+            return await self._spawn_new(output_project_id, cols, rows, hold)
         finally:
             self._starting.pop(output_project_id, None)
 
     async def _spawn_new(
-        self, output_project_id: str, cols: int | None, rows: int | None
+        self, output_project_id: str, cols: int | None, rows: int | None, hold: bool
     ) -> PTYSession:
         settings = self.settings
         row = await self.store.get(output_project_id)
@@ -282,7 +292,7 @@ class PTYSessionManager:
         # The new run's id is stored before its process exists: a crash mid-spawn leaves a
         # marker that recovery can find the process by.
         await self.store.put(record)
-        await self._launch(session, record.spawn_count)
+        await self._launch(session, record.spawn_count, paused=hold)
         self._by_project[output_project_id] = session
         self._by_id[session_id] = session
         self.counters["respawns" if resumed else "spawns"] += 1
@@ -296,7 +306,7 @@ class PTYSessionManager:
         self._supervisors[session_id] = asyncio.create_task(self._supervise(session))
         return session
 
-    async def _launch(self, session: PTYSession, spawn_count: int) -> None:
+    async def _launch(self, session: PTYSession, spawn_count: int, paused: bool = False) -> None:
         """Plan and start the program of ``session`` (first start or a retry)."""
         settings = self.settings
         request = SpawnRequest(
@@ -319,6 +329,7 @@ class PTYSessionManager:
                 rows=session.rows,
                 marker=session.session_id,
                 input_limit=settings.input_limit,
+                paused=paused,
             )
         except SpawnError as exc:
             if plan is not None and plan.tracker is not None:

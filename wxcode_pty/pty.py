@@ -106,6 +106,7 @@ class BidirectionalPTY:
         marker: str,
         on_output: Callable[[bytes], None],
         input_limit: int,
+        paused: bool,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._process = process
@@ -116,13 +117,14 @@ class BidirectionalPTY:
         self._input_limit = input_limit
         self._pending = bytearray()
         self._writing = False
-        self._paused = False
+        self._paused = paused
         self._stream_ended = asyncio.Event()
         self._status: ExitStatus | None = None
         self._done: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._ending: asyncio.Task[None] | None = None
         self._pidfd = os.pidfd_open(process.pid)
-        self._loop.add_reader(self._fd, self._on_readable)
+        if not paused:
+            self._loop.add_reader(self._fd, self._on_readable)
         self._loop.add_reader(self._pidfd, self._on_program_exit)
 
     @classmethod
@@ -137,11 +139,15 @@ class BidirectionalPTY:
         rows: int = 24,
         marker: str,
         input_limit: int = 1 << 20,
+        paused: bool = False,
     ) -> BidirectionalPTY:
         """Start ``argv`` on a new PTY in its own session, in ``cwd`` with exactly ``env``.
 
         ``marker`` is put into the environment as ``WXCODE_PTY_SESSION`` so that every
-        descendant can be found when the session ends. Must be called from the event loop.
+        descendant can be found when the session ends. With ``paused``, output is not read
+        until :meth:`resume_reading` (the program blocks once the PTY buffer is full), so
+        that a first client can attach before anything is produced. Must be called from the
+        event loop.
         """
         if not argv:
             raise SpawnError("empty command")
@@ -177,7 +183,7 @@ class BidirectionalPTY:
             os.close(slave)
         os.set_blocking(master, False)
         identity = proctree.identify(process.pid) or proctree.ProcessId(process.pid, 0)
-        return cls(process, master, identity, marker, on_output, input_limit)
+        return cls(process, master, identity, marker, on_output, input_limit, paused)
 
     # -- facts -------------------------------------------------------------------------------
 

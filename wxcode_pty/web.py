@@ -472,7 +472,9 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
     cols, rows = _query_size(request)
     manager = get_session_manager(app)
     try:
-        session, _ = await manager.ensure_session(project, cols=cols, rows=rows)
+        session, created = await manager.ensure_session(
+            project, cols=cols, rows=rows, hold_output=True
+        )
     except SessionLimitReached as exc:
         return await _refuse(ws, request, protocol.CLOSE_TRY_AGAIN_LATER, str(exc), "session_limit")
     except InvalidProjectId as exc:
@@ -481,6 +483,30 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
         return await _refuse(
             ws, request, protocol.CLOSE_INTERNAL_ERROR, str(exc)[:120], "spawn_failed"
         )
+    try:
+        return await _attach(ws, request, session, principal, since, cols, rows)
+    finally:
+        if created:
+            # Output of a session this request started waited for its client (or refusal).
+            session.pty.resume_reading()
+
+
+async def _attach(
+    ws: web.WebSocketResponse,
+    request: web.Request,
+    session: PTYSession,
+    principal: object,
+    since: int | None,
+    cols: int | None,
+    rows: int | None,
+) -> web.WebSocketResponse:
+    app = request.app
+    gate = app[GATE_KEY]
+    settings = app[SETTINGS_KEY]
+    metrics = app[METRICS_KEY]
+    manager = get_session_manager(app)
+    sockets = app[SOCKETS_KEY]
+    project = session.output_project_id
     if session.closing is not None or not session.pty.running:
         return await _refuse(
             ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending"
@@ -543,6 +569,8 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
         since,
     )
     pump = asyncio.create_task(client.pump())
+    # A session this request started was held until now; its client is in place.
+    session.pty.resume_reading()
     try:
         await _receive(ws, client, manager)
     except Exception:
