@@ -125,6 +125,9 @@ class ServerProcess:
                 "--workdir",
                 str(self.state_dir / "work"),
                 "--no-token",
+                # Above the largest session count of the suite: the limit is not what is measured.
+                "--max-sessions",
+                "4000",
                 "--command",
                 shlex.join(program),
             ]

@@ -168,11 +168,13 @@ async def test_child_environment_and_signals(
         and "CLAUDE_CODE_ENTRYPOINT" not in env
     )
     sink = Sink()
-    # Not Python (it ignores SIGPIPE itself) nor a shell (it adds PWD). spawn() returns after
-    # the exec, so /proc already shows the program's own environment.
+    # Not Python (it ignores SIGPIPE itself) nor a shell (it adds PWD).
     pty = BidirectionalPTY.spawn(
         ["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1"
     )
+    async with asyncio.timeout(10):  # the session helper execs the program right after
+        while Path(f"/proc/{pty.pid}/cmdline").read_bytes() != b"sleep\x001000\x00":
+            await asyncio.sleep(0.005)
     child_env = dict(
         item.split("=", 1)
         for item in Path(f"/proc/{pty.pid}/environ").read_text().split("\0")
@@ -189,6 +191,17 @@ async def test_child_environment_and_signals(
     # The master fd is not inherited by the child.
     child_fds = os.listdir(f"/proc/{pty.pid}/fd")
     assert sorted(child_fds) == ["0", "1", "2"] or len(child_fds) <= 4
+    await pty.terminate(grace=0.5)
+
+
+async def test_the_pty_is_the_controlling_terminal(tmp_path: Path) -> None:
+    """Job control and /dev/tty need it: the program leads its session and its terminal."""
+    sink = Sink()
+    pty = spawn(["sh", "-c", "echo tty=$(tty); exec sleep 1000"], sink, tmp_path)
+    await sink.wait_for(b"tty=/dev/pts/")
+    stat = Path(f"/proc/{pty.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    session, tty_nr, foreground = int(stat[3]), int(stat[4]), int(stat[5])
+    assert session == pty.pid and tty_nr != 0 and foreground == pty.pid
     await pty.terminate(grace=0.5)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -265,7 +266,10 @@ async def test_client_cannot_choose_what_runs(plugin_factory: Factory, tmp_path:
     for project in ("p1", "p2"):
         session = plugin.manager.get_session_by_output_project(project)
         assert session is not None
-        assert Path(f"/proc/{session.pty.pid}/cmdline").read_bytes() == b"sleep\x001000\x00"
+        cmdline = Path(f"/proc/{session.pty.pid}/cmdline")
+        async with asyncio.timeout(10):  # the spawn helper execs the program right after
+            while cmdline.read_bytes() != b"sleep\x001000\x00":
+                await asyncio.sleep(0.01)
         assert os.readlink(f"/proc/{session.pty.pid}/cwd") == str(
             (tmp_path / "projects" / project).resolve()
         )

@@ -22,7 +22,7 @@ from typing import TypedDict
 from . import proctree
 from .buffer import ReplayBuffer
 from .commands import IdListener, Retry, SpawnRequest
-from .pty import BidirectionalPTY, ExitStatus, SpawnError
+from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .session import PTYSession
 from .settings import Settings, valid_project_id
 from .store import SessionRecord, SessionStore
@@ -82,6 +82,8 @@ class PTYSessionManager:
         self._closed = False
         #: Runs of a previous server whose processes recovery already ended.
         self._swept: set[str] = set()
+        #: Shared by all sessions: floods take turns instead of starving the loop.
+        self._read_budget = ReadBudget()
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -211,11 +213,12 @@ class PTYSessionManager:
             if self._closed:
                 raise SessionLimitReached("the server is shutting down")
             session = self._by_project.get(output_project_id)
-            if session is not None and session.closing is None:
+            if session is not None and session.closing is None and session.pty.running:
                 return session, False
             if session is not None:
-                # Being closed: let that finish, then start afresh.
-                await asyncio.shield(self._supervisors[session.session_id])
+                # Ending, or between two attempts of a retry: wait until it is gone (then
+                # start afresh) or runs again.
+                await session.changed.wait()
                 continue
             task = self._starting.get(output_project_id)
             if task is not None:
@@ -330,6 +333,7 @@ class PTYSessionManager:
                 marker=session.session_id,
                 input_limit=settings.input_limit,
                 paused=paused,
+                budget=self._read_budget,
             )
         except SpawnError as exc:
             if plan is not None and plan.tracker is not None:
@@ -346,6 +350,7 @@ class PTYSessionManager:
         if plan.claude_session_id is not None:
             session.claude_session_id = plan.claude_session_id
         session.started_at = time.monotonic()
+        session.notify_changed()
         await self.store.update(
             session.output_project_id,
             pid=session.pty.pid,
@@ -463,6 +468,7 @@ class PTYSessionManager:
         self._by_id.pop(session.session_id, None)
         self._supervisors.pop(session.session_id, None)
         session.ended.set()
+        session.notify_changed()
         if closing != "shutdown":
             for client in tuple(session.clients):
                 client.send_exit(status)

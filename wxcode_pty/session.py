@@ -76,6 +76,8 @@ class PTYSession:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: Set once the program is gone and its row records how it ended.
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set (and replaced) whenever a program starts or the session ends.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def pid(self) -> int | None:
@@ -84,6 +86,10 @@ class PTYSession:
     @property
     def exit_status(self) -> ExitStatus | None:
         return self.pty.exit_status
+
+    def notify_changed(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     def touch(self) -> None:
         self.last_activity = time.time()
