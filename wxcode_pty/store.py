@@ -3,8 +3,8 @@
 Owns the schema (numbered SQL files in ``migrations/``, each applied with its
 ``PRAGMA user_version`` bump in one transaction) and every read and write of a row. The
 database runs in WAL mode with ``synchronous=FULL``: an acknowledged write survives a crash of
-the process or the machine. Writes take ``BEGIN IMMEDIATE`` and are serialised by a lock, since
-one connection cannot hold two transactions.
+the process or the machine. Each write is a single statement, its own transaction; a
+migration runs in ``BEGIN IMMEDIATE`` with its version bump.
 """
 
 from __future__ import annotations
@@ -227,11 +227,8 @@ class SessionStore:
         await self._write("DELETE FROM sessions WHERE output_project_id = ?", (output_project_id,))
 
     async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        # Every write is one statement: in autocommit mode that is its own transaction, which
+        # takes the write lock at once (no read-then-write upgrade to fail) and is durable when
+        # it returns. One round trip to the database thread instead of three.
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.execute(sql, params)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+            await self._db.execute(sql, params)
