@@ -57,11 +57,13 @@ class ReadBudget:
     Per loop iteration only ``per_iteration`` busy PTYs are read (the others stay readable
     and are served next time round), and while more than one is busy each gets a single
     read per wakeup. A lone stream still reads in bulk, and a PTY that is not busy (someone
-    typing) is always read at once. Without this, fifty ``yes`` sessions make each pass of
-    the loop take hundreds of milliseconds and every echo waits for all of them.
+    typing) is always read at once. A read from a flooding PTY can wait milliseconds for the
+    kernel's tty worker; without this, fifty ``yes`` sessions make each pass of the loop take
+    hundreds of milliseconds and every echo waits for all of them. Measured with 50 floods
+    (echo p99): 4 per iteration 100 ms, 2: 52 ms, 1: 23 ms, at the same flood throughput.
     """
 
-    def __init__(self, per_iteration: int = 4) -> None:
+    def __init__(self, per_iteration: int = 1) -> None:
         self.per_iteration = per_iteration
         self.contended = False
         self._wanted = 0
