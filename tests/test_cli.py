@@ -292,3 +292,14 @@ async def test_no_token_accepts_without_credentials(
         f"{server.origin}/api/sessions", headers={"Host": "evil.example"}
     ) as response:
         assert response.status == 403
+
+
+async def test_open_file_limit_is_raised_for_many_sessions(
+    servers: list[Server], tmp_path: Path
+) -> None:
+    """1,000 sessions need about 4,000 descriptors: the server takes the hard limit."""
+    server = await serve(servers, tmp_path, "--no-token", "--command", SHELL)
+    limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    assert soft == hard or int(soft) >= 65536, line

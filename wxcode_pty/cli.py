@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import secrets
 import shlex
 import shutil
@@ -217,6 +218,16 @@ async def _serve(settings: Settings, listener: socket.socket, url: str, descript
         await runner.cleanup()
 
 
+def _raise_open_file_limit() -> None:
+    """Each session holds about four descriptors (PTY, pidfd, sockets): 1,000 sessions need
+    more than the usual soft limit of 1,024, so take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``wxcode-pty`` and ``python -m wxcode_pty``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -227,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    _raise_open_file_limit()
     try:
         profile, description = _profile(args)
         settings = _settings(args, profile)
