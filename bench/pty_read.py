@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wxcode_pty.pty import BidirectionalPTY  # noqa: E402
+from wxcode_pty.pty import BidirectionalPTY
 
 
 def _command(path: Path) -> list[str]:
@@ -33,7 +33,9 @@ def bare(path: Path) -> tuple[int, float]:
     """The limit: the program on a PTY, a tight blocking os.read loop."""
     master, slave = os.openpty()
     start = time.perf_counter()
-    process = subprocess.Popen(_command(path), stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    process = subprocess.Popen(
+        _command(path), stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+    )
     os.close(slave)
     total = 0
     while True:
@@ -58,7 +60,9 @@ async def _ours(path: Path) -> tuple[int, float]:
         total += len(chunk)
 
     start = time.perf_counter()
-    pty = BidirectionalPTY.spawn(_command(path), cwd="/", env=dict(os.environ), on_output=count, marker="bench")
+    pty = BidirectionalPTY.spawn(
+        _command(path), cwd="/", env=dict(os.environ), on_output=count, marker="bench"
+    )
     await pty.wait()
     elapsed = time.perf_counter() - start
     await pty.terminate()
@@ -70,10 +74,14 @@ def ours(path: Path) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mb", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pty_read.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pty_read.json"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "data.txt"
@@ -93,12 +101,19 @@ def main() -> None:
     }
     ratio = summary["BidirectionalPTY"]["median"] / summary["bare os.read"]["median"]
     for name, figures in summary.items():
-        print(f"{name:18} {figures['median']:7.1f} MB/s (min {figures['min']:.1f}, max {figures['max']:.1f})")
+        print(
+            f"{name:18} {figures['median']:7.1f} MB/s (min {figures['min']:.1f}, max {figures['max']:.1f})"
+        )
     print(f"ratio {ratio:.2f} (target >= 0.9)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"date": time.strftime("%Y-%m-%d"), "size_bytes": size, "summary": summary, "ratio": ratio},
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "size_bytes": size,
+                "summary": summary,
+                "ratio": ratio,
+            },
             indent=1,
         )
     )

@@ -17,10 +17,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
 __all__ = [
     "FAKE_CLAUDE",
     "REAL_CLAUDE_ENV",
     "claude_env",
+    "claude_params",
     "prepare_config_dir",
     "real_claude",
     "transcript_path",
@@ -144,3 +147,24 @@ def _write_json(path: Path, value: dict[str, object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def claude_params() -> list[object]:
+    """Parameters running a test with the stand-in and with the real CLI (skipped, with the
+    reason shown by ``-rs``, when it is not installed)."""
+    real = real_claude()
+    return [
+        pytest.param(FAKE_CLAUDE, id="stand-in"),
+        pytest.param(
+            real,
+            id="real-cli",
+            marks=[
+                pytest.mark.real_claude,
+                pytest.mark.skipif(
+                    real is None,
+                    reason="real Claude CLI not installed: set WXCODE_PTY_REAL_CLAUDE "
+                    "(tests/fixtures/claude/install.sh prints the path; .ci/run does)",
+                ),
+            ],
+        ),
+    ]

@@ -21,28 +21,12 @@ import pytest
 
 from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_folder
 
-from .claude_cli import FAKE_CLAUDE, prepare_config_dir, real_claude, transcript_path
+from .claude_cli import claude_params, prepare_config_dir, transcript_path
 from .conftest import Attached
 from .server import ServerProcess, cmdline, processes_with
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude"
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-
-
-def _claude_params() -> list[object]:
-    real = real_claude()
-    reason = "the real Claude CLI is not installed (set WXCODE_PTY_REAL_CLAUDE; .ci/run does)"
-    return [
-        pytest.param(FAKE_CLAUDE, id="stand-in"),
-        pytest.param(
-            real,
-            id="real-cli",
-            marks=[
-                pytest.mark.real_claude,
-                *([pytest.mark.skip(reason=reason)] if real is None else []),
-            ],
-        ),
-    ]
 
 
 @dataclass
@@ -68,7 +52,7 @@ class Claude:
         await self.server.ready()
 
 
-@pytest.fixture(params=_claude_params())
+@pytest.fixture(params=claude_params())
 async def claude(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Claude]:
     binary = Path(request.param)
     config = tmp_path / "config"

@@ -28,33 +28,13 @@ from typing import TypedDict
 import pytest
 
 from tests.claude_cli import (
-    FAKE_CLAUDE,
     claude_env,
+    claude_params,
     prepare_config_dir,
-    real_claude,
     transcript_path,
 )
 
 DEADLINE = 30.0  # seconds; the real CLI starts in one or two
-
-
-def _claude_params() -> list[object]:
-    real = real_claude()
-    return [
-        pytest.param(FAKE_CLAUDE, id="fake"),
-        pytest.param(
-            real,
-            id="real",
-            marks=[
-                pytest.mark.real_claude,
-                pytest.mark.skipif(
-                    real is None,
-                    reason="real Claude CLI not installed: set WXCODE_PTY_REAL_CLAUDE "
-                    "(tests/fixtures/claude/install.sh prints the path)",
-                ),
-            ],
-        ),
-    ]
 
 
 @dataclass
@@ -84,7 +64,7 @@ class Claude:
         return transcript_path(self.config_dir, self.cwd, session_id)
 
 
-@pytest.fixture(params=_claude_params())
+@pytest.fixture(params=claude_params())
 def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Claude:
     binary = request.param
     assert isinstance(binary, Path)

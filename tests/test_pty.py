@@ -34,10 +34,24 @@ class Sink:
                 await self.changed.wait()
 
 
-def spawn(argv: list[str], sink: Sink, cwd: Path, **kwargs: int) -> BidirectionalPTY:
+def spawn(
+    argv: list[str],
+    sink: Sink,
+    cwd: Path,
+    cols: int = 80,
+    rows: int = 24,
+    input_limit: int = 1 << 20,
+) -> BidirectionalPTY:
     env = build_child_env(("PATH", "HOME", "LANG"), {}, "xterm-256color")
     return BidirectionalPTY.spawn(
-        argv, cwd=cwd, env=env, on_output=sink, marker="test-" + os.urandom(4).hex(), **kwargs
+        argv,
+        cwd=cwd,
+        env=env,
+        on_output=sink,
+        marker="test-" + os.urandom(4).hex(),
+        cols=cols,
+        rows=rows,
+        input_limit=input_limit,
     )
 
 
