@@ -224,3 +224,34 @@ async def test_first_client_sees_a_fast_program_from_its_first_byte(
         while len(client.output) < 3_000_000:
             assert (await client.next()).kind == "bytes"
     assert bytes(client.output) == b"x" * 3_000_000
+
+
+async def test_spawn_failure_closes_with_1011_and_a_reason(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory(command=ShellCommand(["no-such-program-wx"]))
+    ws = await plugin.connect("p1")
+    message = await ws.receive()
+    assert message.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1011
+    assert message.extra == "executable not found: no-such-program-wx"
+    info = await (await plugin.client.get("/pty/api/sessions/p1", headers=plugin.headers())).json()
+    assert info["status"] == "failed" and "not found" in info["status_reason"]
+
+
+async def test_client_too_far_behind_is_closed_with_4001(plugin_factory: Factory) -> None:
+    """A client that stops reading while another keeps up: its queue passes the bound."""
+    plugin = await plugin_factory(
+        command=ShellCommand(["yes", "0123456789abcdef"]),
+        client_queue_limit=256 * 1024,
+        send_timeout=60,
+    )
+    reader = await plugin.attach("flood")
+    stalled = await plugin.attach("flood")
+    session = plugin.manager.get_session_by_output_project("flood")
+    assert session is not None and len(session.clients) == 2
+    async with asyncio.timeout(30):
+        while len(session.clients) == 2:
+            await reader.next()  # keeps output flowing
+            reader.output.clear()
+    # Now read what the stalled client was sent before the cut: then the close.
+    assert await stalled.wait_closed(timeout=30) == 4001
+    assert len(session.clients) == 1
