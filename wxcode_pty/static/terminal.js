@@ -10,7 +10,8 @@
   const PROJECT_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
   const PROJECT_RULE = 'A project id is 1 to 128 characters: letters, digits, "_", "." ' +
     'or "-", starting with a letter or digit.';
-  const NOT_AUTHORISED = 'Not authorised: open the URL with the token printed by the server.';
+  // The standalone server prints a URL with a token; a host app has its own login.
+  const NOT_AUTHORISED = 'Not authorised: sign in, or open the URL with the token printed by the server.';
 
   const RESIZE_DEBOUNCE_MS = 100;
   const PING_INTERVAL_MS = 25000;          // below common proxy idle timeouts (30-60 s)
