@@ -120,5 +120,19 @@ def processes_with(arg: str) -> list[int]:
     return found
 
 
+def holders(arg: str) -> list[int]:
+    """Processes holding ``arg`` in their command line, not counting a fork that has not yet
+    exec'd (it shows its parent's command line for a moment, e.g. while running a hook)."""
+    found = processes_with(arg)
+    return [pid for pid in found if _ppid(pid) not in found]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def dump(data: object) -> str:
     return json.dumps(data, indent=1, default=str)

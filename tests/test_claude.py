@@ -23,7 +23,7 @@ from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_folder
 
 from .claude_cli import claude_params, prepare_config_dir, transcript_path
 from .conftest import Attached
-from .server import ServerProcess, cmdline, processes_with
+from .server import ServerProcess, cmdline, holders
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude"
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
@@ -129,7 +129,7 @@ async def test_typed_message_is_resumed_after_restart(claude: Claude, signum: in
     pid = await claude.running_pid("p1")
     assert flag_value(pid, "--resume") == claude_id and "--session-id" not in cmdline(pid)
     assert os.readlink(f"/proc/{pid}/cwd") == str(claude.cwd("p1"))
-    assert processes_with(claude_id) == [pid]
+    assert holders(claude_id) == [pid]
     back = await claude.server.attach("p1")
     assert back.hello["resumed"] is True and back.hello["claude_session_id"] == claude_id
     await wait_ready(back)
@@ -164,7 +164,7 @@ async def test_clear_is_followed_and_the_new_id_resumed(claude: Claude) -> None:
     await claude.restart(signal.SIGKILL)
     pid = await claude.running_pid("p1")
     assert flag_value(pid, "--resume") == new_id
-    assert processes_with(first_id) == []
+    assert holders(first_id) == []
 
 
 async def test_lost_conversation_falls_back_once_to_a_fresh_one(claude: Claude) -> None:
@@ -192,7 +192,7 @@ async def test_lost_conversation_falls_back_once_to_a_fresh_one(claude: Claude) 
     pid = await claude.running_pid("p1")
     assert flag_value(pid, "--session-id") == new_id
     assert (await claude.server.sessions())["p1"]["claude_session_id"] == new_id
-    assert processes_with(old_id) == []
+    assert holders(old_id) == []
 
 
 # -- the tracker on recorded output -----------------------------------------------------------

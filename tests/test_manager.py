@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from wxcode_pty import PTYSessionManager, ShellCommand, proctree
+from wxcode_pty.commands import IdListener, Retry, SpawnPlan, SpawnRequest
 from wxcode_pty.manager import InvalidProjectId, SessionLimitReached
 from wxcode_pty.pty import ExitStatus
 from wxcode_pty.session import PTYSession
@@ -262,3 +263,104 @@ def test_settings_are_validated() -> None:
 def _threads() -> int:
     """Threads other than the loop's executor workers (a pool that grows on demand)."""
     return sum(1 for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+
+
+class GatedProfile:
+    """A shell command whose spawn preparation can be held at a gate, and that may fail."""
+
+    kind = "shell"
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+        self.fail_after_exit = False
+        #: Commands for the next spawns, in order (then the base argv).
+        self.then: list[list[str]] = []
+
+    def base_argv(self) -> list[str]:
+        return list(self.argv)
+
+    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+        self.waiting.set()
+        await self.gate.wait()
+        return SpawnPlan(argv=self.then.pop(0) if self.then else list(request.base_argv))
+
+    def after_exit(
+        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+    ) -> Retry | None:
+        if self.fail_after_exit:
+            raise RuntimeError("profile bug")
+        return None
+
+
+async def test_closing_during_a_retry_ends_the_new_program(manager_factory: Factory) -> None:
+    """The retry's spawn is being prepared when the session is closed: nothing survives."""
+    profile = GatedProfile(["sh", "-c", "echo up; exit 7"])
+    manager = await manager_factory(command=profile, retry_backoff=0.01, early_exit=30)
+    first = await manager.get_or_create_session("p1")
+    await asyncio.wait_for(first.ended.wait(), 10)
+    await manager.store.update("p1", status="running")  # as a crashed server leaves it
+    profile.gate.clear()
+    profile.waiting.clear()
+    profile.then = [["sh", "-c", "exit 7"], ["sleep", "1000"]]  # dies, then the retry lives
+    starting = asyncio.create_task(manager.get_or_create_session("p1"))
+    await asyncio.wait_for(profile.waiting.wait(), 10)  # the first attempt, held
+    profile.waiting.clear()
+    profile.gate.set()  # let that one through; it dies at once and is retried
+    profile.gate.clear()
+    session = await asyncio.wait_for(starting, 10)
+    assert session.resumed
+    await asyncio.wait_for(profile.waiting.wait(), 10)  # the retry, held in its preparation
+    closing = asyncio.create_task(manager.close_session("p1"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    profile.gate.set()
+    assert await asyncio.wait_for(closing, 15)
+    assert not session.pty.running
+    assert await asyncio.to_thread(proctree.find_tree, None, session.session_id) == set()
+    row = await manager.store.get("p1")
+    assert row is not None and row.status == "stopped"
+
+
+async def test_a_failing_profile_does_not_wedge_the_project(manager_factory: Factory) -> None:
+    profile = GatedProfile(["sh", "-c", "exit 3"])
+    manager = await manager_factory(command=profile)
+    profile.fail_after_exit = True
+    session = await manager.get_or_create_session("p1")
+    await asyncio.wait_for(session.ended.wait(), 10)
+    row = await manager.store.get("p1")
+    assert row is not None and row.status == "failed" and "profile bug" in (row.status_reason or "")
+    profile.fail_after_exit = False
+    again = await asyncio.wait_for(manager.get_or_create_session("p1"), 10)
+    assert again is not session
+
+
+async def test_close_while_starting_leaves_nothing_running(manager_factory: Factory) -> None:
+    profile = GatedProfile(["sleep", "1000"])
+    manager = await manager_factory(command=profile)
+    profile.gate.clear()
+    starting = asyncio.create_task(manager.get_or_create_session("p1"))
+    await asyncio.wait_for(profile.waiting.wait(), 10)
+    closing = asyncio.create_task(manager.close_session("p1"))
+    await asyncio.sleep(0)
+    profile.gate.set()
+    session = await starting
+    assert await asyncio.wait_for(closing, 15)
+    assert not session.pty.running
+    row = await manager.store.get("p1")
+    assert row is not None and row.status == "stopped"
+
+
+async def test_shutdown_of_many_sessions_is_one_pass(manager_factory: Factory) -> None:
+    """Many trees end together (one /proc pass per signal for all of them)."""
+    manager = await manager_factory(
+        command=ShellCommand(["sh", "-c", "sleep 1000 & exec sleep 1001"])
+    )
+    sessions = [await manager.get_or_create_session(f"p{i}") for i in range(40)]
+    markers = [s.session_id for s in sessions]
+    assert all(await asyncio.to_thread(proctree.find_marked, markers))
+    await asyncio.wait_for(manager.close_all(), 30)
+    left = await asyncio.to_thread(proctree.find_marked, markers)
+    assert not any(left.values())

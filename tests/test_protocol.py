@@ -255,3 +255,29 @@ async def test_client_too_far_behind_is_closed_with_4001(plugin_factory: Factory
     # Now read what the stalled client was sent before the cut: then the close.
     assert await stalled.wait_closed(timeout=30) == 4001
     assert len(session.clients) == 1
+
+
+async def test_lone_surrogate_input_is_a_bad_message(plugin_factory: Factory) -> None:
+    plugin = await plugin_factory()
+    client = await plugin.attach("p1")
+    await client.ws.send_str('{"type": "input", "data": "\\ud800"}')
+    assert (await client.wait_for("error")).message["code"] == "bad_message"
+    assert await client.wait_closed() == 1008
+
+
+async def test_unknown_types_do_not_grow_the_server_queue(plugin_factory: Factory) -> None:
+    """Each unknown message would cost an error reply: they are throttled."""
+    plugin = await plugin_factory(control_rate=100000)  # so that the final ping is answered
+    client = await plugin.attach("p1")
+    for _ in range(2000):
+        await client.ws.send_str('{"type":"x"}')
+    await client.ws.send_str('{"type":"ping","id":"end"}')
+    errors = 0
+    async with asyncio.timeout(20):
+        while True:
+            frame = await client.next()
+            if frame.kind == "error":
+                errors += 1
+            if frame.kind == "pong":
+                break
+    assert 1 <= errors <= 5

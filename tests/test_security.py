@@ -389,3 +389,13 @@ async def test_metrics(plugin_factory: Factory) -> None:
     assert "wxcode_pty_spawns_total 1" in text
     assert 'wxcode_pty_refusals_total{reason="auth"} 1' in text
     assert (await plugin.client.get("/pty/metrics")).status == 401
+
+
+async def test_falsy_principal_is_refused(plugin_factory: Factory) -> None:
+    async def authenticate(request: web.Request) -> object:
+        return False
+
+    plugin = await plugin_factory(authenticate=authenticate)
+    assert await _refused_ws(plugin, "p1", plugin.headers()) == 1008
+    assert (await plugin.client.get("/pty/api/sessions", headers=plugin.headers())).status == 401
+    assert plugin.manager.sessions == []

@@ -130,9 +130,7 @@ class PTYSessionManager:
         for starting in list(self._starting.values()):
             with contextlib.suppress(Exception):
                 await starting
-        await asyncio.gather(
-            *(self._end(session, "shutdown") for session in list(self._by_project.values()))
-        )
+        await self._end_many(list(self._by_project.values()), "shutdown")
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -229,7 +227,13 @@ class PTYSessionManager:
                 )
             task = asyncio.create_task(self._start(output_project_id, cols, rows, hold_output))
             self._starting[output_project_id] = task
-            return await asyncio.shield(task), True
+            try:
+                return await asyncio.shield(task), True
+            except asyncio.CancelledError:
+                if hold_output:
+                    # The caller that would have released the output is gone.
+                    task.add_done_callback(_release)
+                raise
 
     async def _start(
         self, output_project_id: str, cols: int | None, rows: int | None, hold: bool
@@ -335,14 +339,17 @@ class PTYSessionManager:
                 paused=paused,
                 budget=self._read_budget,
             )
-        except SpawnError as exc:
+        except Exception as exc:
+            # OSError (no fds left, a socket path too long, ...) is a failed spawn too.
+            error = exc if isinstance(exc, SpawnError) else SpawnError(f"cannot start: {exc}")
             if plan is not None and plan.tracker is not None:
                 await plan.tracker.aclose()
-            await self.store.update(
-                session.output_project_id, status="failed", status_reason=str(exc), pid=None
-            )
-            log.warning("spawn failed project=%s: %s", session.output_project_id, exc)
-            raise
+            with contextlib.suppress(Exception):
+                await self.store.update(
+                    session.output_project_id, status="failed", status_reason=str(error), pid=None
+                )
+            log.warning("spawn failed project=%s: %s", session.output_project_id, error)
+            raise error from None
         # Before any await: the tracker must see the program's first bytes.
         session.tracker = plan.tracker
         if plan.tracker is not None:
@@ -351,16 +358,24 @@ class PTYSessionManager:
             session.claude_session_id = plan.claude_session_id
         session.started_at = time.monotonic()
         session.notify_changed()
-        await self.store.update(
-            session.output_project_id,
-            pid=session.pty.pid,
-            pid_start_time=session.pty.identity.start_time,
-            claude_session_id=session.claude_session_id,
-            spawn_count=spawn_count + 1,
-            exit_code=None,
-            exit_signal=None,
-            status_reason=None,
-        )
+        try:
+            await self.store.update(
+                session.output_project_id,
+                pid=session.pty.pid,
+                pid_start_time=session.pty.identity.start_time,
+                claude_session_id=session.claude_session_id,
+                spawn_count=spawn_count + 1,
+                exit_code=None,
+                exit_signal=None,
+                status_reason=None,
+            )
+        except Exception as exc:
+            # Not recorded, not kept: a program the store does not know would never be ended.
+            await session.pty.terminate(settings.kill_grace)
+            if session.tracker is not None:
+                await session.tracker.aclose()
+                session.tracker = None
+            raise SpawnError(f"cannot record the session: {exc}") from None
 
     def _id_listener(self, session: PTYSession) -> IdListener:
         def on_id(claude_session_id: str, reason: str | None) -> None:
@@ -378,21 +393,34 @@ class PTYSessionManager:
     # -- running -----------------------------------------------------------------------------
 
     async def _supervise(self, session: PTYSession) -> None:
-        """Wait for the program to end; retry or record how it ended."""
+        """Wait for the program to end; retry or record how it ended. Never dies silently:
+        whatever happens, the session is finished and leaves the maps."""
+        status = ExitStatus(None, None)
+        reason: str | None = None
+        try:
+            status, reason = await self._run(session)
+        except Exception as exc:
+            log.exception("supervising project=%s failed", session.output_project_id)
+            reason = f"internal error: {exc}"
+            with contextlib.suppress(Exception):
+                await session.pty.terminate(self.settings.kill_grace)
+        finally:
+            await self._finish(session, status, reason)
+
+    async def _run(self, session: PTYSession) -> tuple[ExitStatus, str | None]:
         settings = self.settings
         attempt = 0
         fallback_used = False
-        status = ExitStatus(None, None)
-        reason: str | None = None
         while True:
             status = await session.pty.wait()
+            # Measured before the sweep below, which can take a while.
+            early = time.monotonic() - session.started_at < settings.early_exit
             await session.pty.terminate(settings.kill_grace)  # sweep descendants
             if session.tracker is not None:
                 await session.tracker.aclose()
                 session.tracker = None
             if session.closing is not None:
-                break
-            early = time.monotonic() - session.started_at < settings.early_exit
+                return status, None
             retry: Retry | None = None
             if not fallback_used:
                 tail = session.buffer.since(max(session.buffer.start, session.buffer.end - _TAIL))
@@ -411,11 +439,10 @@ class PTYSessionManager:
             elif early and session.resumed:
                 attempt += 1
                 if attempt >= settings.respawn_attempts:
-                    reason = (
+                    return status, (
                         f"the program exited {attempt} times right after start"
                         f" (last: {_describe(status)})"
                     )
-                    break
                 delay = settings.retry_backoff * 2 ** (attempt - 1)
                 log.warning(
                     "respawn project=%s died at start (%s); retry in %.1fs",
@@ -425,16 +452,17 @@ class PTYSessionManager:
                 )
                 await asyncio.sleep(delay)
                 if session.closing is not None:
-                    break
+                    return status, None
             else:
-                break
+                return status, None
             try:
                 row = await self.store.get(session.output_project_id)
                 await self._launch(session, row.spawn_count if row else 0)
             except SpawnError as exc:
-                reason = str(exc)
-                break
-        await self._finish(session, status, reason)
+                return status, str(exc)
+            if session.closing is not None:
+                # Ended while the retry was being prepared: _end terminated the old program.
+                await session.pty.terminate(settings.kill_grace)
 
     async def _finish(self, session: PTYSession, status: ExitStatus, reason: str | None) -> None:
         closing = session.closing
@@ -444,17 +472,21 @@ class PTYSessionManager:
             pass
         else:
             new_status = closing or ("failed" if reason else "exited")
-            await self.store.update(
-                session.output_project_id,
-                status=new_status,
-                status_reason=reason,
-                pid=None,
-                pid_start_time=None,
-                exit_code=status.code,
-                exit_signal=status.signal,
-                last_activity=session.last_activity,
-                claude_session_id=session.claude_session_id,
-            )
+            try:
+                await self.store.update(
+                    session.output_project_id,
+                    status=new_status,
+                    status_reason=reason,
+                    pid=None,
+                    pid_start_time=None,
+                    exit_code=status.code,
+                    exit_signal=status.signal,
+                    last_activity=session.last_activity,
+                    claude_session_id=session.claude_session_id,
+                )
+            except Exception:
+                # The row keeps saying "running": the next start sweeps and respawns it.
+                log.exception("recording the end of project=%s failed", session.output_project_id)
         self.counters["exits"] += 1
         log.info(
             "exit project=%s session=%s %s closing=%s",
@@ -510,6 +542,11 @@ class PTYSessionManager:
 
     async def close_session(self, output_project_id: str, *, forget: bool = False) -> bool:
         """End the project's process tree (status ``stopped``). False when nothing is stored."""
+        starting = self._starting.get(output_project_id)
+        if starting is not None:
+            # A spawn under way would otherwise come alive after the row says "stopped".
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
         session = self._by_project.get(output_project_id)
         if session is not None:
             await self._end(session, "stopped")
@@ -535,7 +572,7 @@ class PTYSessionManager:
             for s in self._by_project.values()
             if s.closing is None and not s.clients and s.last_activity <= deadline
         ]
-        await asyncio.gather(*(self._end(s, "idle") for s in idle))
+        await self._end_many(idle, "idle")
         for session in idle:
             self.counters["reaps"] += 1
             log.info("reap project=%s session=%s", session.output_project_id, session.session_id)
@@ -549,6 +586,25 @@ class PTYSessionManager:
         if supervisor is not None:
             await asyncio.shield(supervisor)
 
+    async def _end_many(self, sessions: list[PTYSession], reason: str) -> None:
+        """End many sessions at once: one pass over /proc per signal for all of them (one
+        pass each would make a shutdown of hundreds of sessions quadratic), then each
+        session's own, now cheap, sweep."""
+        for session in sessions:
+            # At once: a client attaching meanwhile must see the session as ending.
+            if session.closing is None:
+                session.closing = reason
+        if len(sessions) > 1:
+            await proctree.end_marked(
+                [s.session_id for s in sessions], grace=self.settings.kill_grace
+            )
+        results = await asyncio.gather(
+            *(self._end(s, reason) for s in sessions), return_exceptions=True
+        )
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("ending project=%s failed: %s", session.output_project_id, result)
+
     async def _reap_forever(self) -> None:
         interval = self.settings.effective_reap_interval
         while True:
@@ -557,6 +613,11 @@ class PTYSessionManager:
                 await self.cleanup_idle_sessions()
             except Exception:
                 log.exception("idle reaping failed")
+
+
+def _release(task: asyncio.Task[PTYSession]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().pty.resume_reading()
 
 
 def _same_process(row: SessionRecord) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 __all__ = [
     "MARKER_ENV",
     "ProcessId",
+    "end_marked",
     "end_processes",
     "find_marked",
     "find_tree",
@@ -181,6 +182,22 @@ async def _wait_gone(processes: set[ProcessId], deadline: float) -> set[ProcessI
         # Processes that are not our children cannot be awaited; poll with a growing step.
         await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
         delay = min(delay * 2, 0.1)
+
+
+async def end_marked(marker_values: Iterable[str], *, grace: float = 2.0) -> None:
+    """End every process carrying any of the markers: SIGHUP, SIGTERM, SIGKILL, with one pass
+    over ``/proc`` per step for all of them together."""
+    loop = asyncio.get_running_loop()
+    values = list(marker_values)
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL):
+        found = await asyncio.to_thread(find_marked, values)
+        alive = {p for group in found.values() for p in group if is_alive(p)}
+        if not alive:
+            return
+        _signal_all(alive, signum)
+        if signum != signal.SIGKILL:
+            _signal_all(alive, signal.SIGCONT)
+        await _wait_gone(alive, loop.time() + (grace if signum != signal.SIGKILL else 5.0))
 
 
 async def end_processes(

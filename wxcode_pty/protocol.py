@@ -106,6 +106,10 @@ def parse_control(text: str) -> Control:
         data = message.get("data")
         if not isinstance(data, str):
             raise ProtocolError("bad_message", "input needs a string 'data'")
+        try:
+            data.encode()
+        except UnicodeEncodeError:  # a lone surrogate from "\ud800" in the JSON
+            raise ProtocolError("bad_message", "input 'data' is not valid Unicode") from None
         return Input(data)
     if kind == "ping":
         ping_id = message.get("id")

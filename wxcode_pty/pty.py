@@ -230,7 +230,10 @@ class BidirectionalPTY:
         """
         if not argv:
             raise SpawnError("empty command")
-        master, slave = os.openpty()  # both non-inheritable (PEP 446)
+        try:
+            master, slave = os.openpty()  # both non-inheritable (PEP 446)
+        except OSError as exc:
+            raise SpawnError(f"cannot open a pseudo-terminal: {exc}") from None
         try:
             fcntl.ioctl(master, termios.TIOCSWINSZ, _winsize(cols, rows))
             child_env = dict(env)
@@ -280,9 +283,16 @@ class BidirectionalPTY:
             raise
         finally:
             os.close(slave)
-        os.set_blocking(master, False)
-        identity = proctree.identify(process.pid) or proctree.ProcessId(process.pid, 0)
-        return cls(process, master, identity, marker, on_output, input_limit, paused, budget)
+        try:
+            os.set_blocking(master, False)
+            identity = proctree.identify(process.pid) or proctree.ProcessId(process.pid, 0)
+            return cls(process, master, identity, marker, on_output, input_limit, paused, budget)
+        except OSError as exc:
+            # No pidfd (out of descriptors): the program would run unwatched. Undo the spawn.
+            process.kill()
+            process.wait()  # just killed: immediate
+            os.close(master)
+            raise SpawnError(f"cannot watch {argv[0]}: {exc}") from None
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -330,7 +340,9 @@ class BidirectionalPTY:
         budget = self._budget
         if self._busy and not budget.take(self._loop):
             return
-        limit = _READ_SIZE if budget.contended else _READ_PER_WAKEUP
+        # Several floods: one read each per wakeup (a further read would wait for the tty
+        # worker while the others wait for us).
+        limit = 1 if budget.contended else _READ_PER_WAKEUP
         chunks: list[bytes] = []
         total = 0
         ended = False

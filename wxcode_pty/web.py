@@ -152,7 +152,7 @@ async def _page(request: web.Request) -> web.StreamResponse:
 
 async def _principal(request: web.Request) -> object:
     principal = await request.app[GATE_KEY].authenticate(request)
-    if principal is None:
+    if not principal:
         request.app[METRICS_KEY].refuse("auth")
         log.warning("refused reason=auth path=%s", redact(request.path))
         raise web.HTTPUnauthorized(reason="Unauthorized")
@@ -309,9 +309,13 @@ class _Client:
             self._wake.set()
 
     def send_text(self, text: str) -> None:
-        if self._close is None:
-            self._items.append(text)
-            self._queued += len(text)
+        if self._close is not None:
+            return
+        self._items.append(text)
+        self._queued += len(text)
+        if self._queued > self.settings.client_queue_limit:
+            self.close(protocol.CLOSE_TOO_FAR_BEHIND, "client too far behind; reconnect with since")
+        else:
             self._wake.set()
 
     def send_claude_session(
@@ -450,11 +454,26 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
         compress=settings.compress,
     )
     await ws.prepare(request)
+    try:
+        return await _open(ws, request)
+    except Exception:
+        # Past the upgrade an HTTP error page would corrupt the stream: close the socket.
+        log.exception("websocket failed path=%s", redact(request.path))
+        return await _refuse(
+            ws, request, protocol.CLOSE_INTERNAL_ERROR, "internal error", "internal_error"
+        )
+
+
+async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocketResponse:
+    """Identify, authorise, find or start the session, then attach."""
+    app = request.app
+    gate = app[GATE_KEY]
+    settings = app[SETTINGS_KEY]
     project = request.match_info["project"]
     if not valid_project_id(project):
         return await _refuse(ws, request, protocol.CLOSE_POLICY, "invalid project id", "bad_id")
     principal = await gate.authenticate(request)
-    if principal is None:
+    if not principal:
         return await _refuse(ws, request, protocol.CLOSE_POLICY, "not authorised", "auth")
     if not await gate.authorize(principal, project, "attach"):
         return await _refuse(ws, request, protocol.CLOSE_POLICY, "not authorised", "forbidden")
@@ -509,6 +528,10 @@ async def _attach(
     manager = get_session_manager(app)
     sockets = app[SOCKETS_KEY]
     project = session.output_project_id
+    client = _Client(ws, request, session, settings, metrics)
+    client.may_input = await gate.authorize(principal, project, "input")
+    client.may_resize = await gate.authorize(principal, project, "resize")
+    # Checked after the hooks' awaits: the session may have ended or filled up meanwhile.
     if session.closing is not None or not session.pty.running:
         return await _refuse(
             ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending"
@@ -521,13 +544,13 @@ async def _attach(
             "client limit reached for this session",
             "client_limit",
         )
-
-    client = _Client(ws, request, session, settings, metrics)
-    client.may_input = await gate.authorize(principal, project, "input")
-    client.may_resize = await gate.authorize(principal, project, "resize")
-    if session.closing is not None or not session.pty.running:
+    if len(sockets) >= settings.max_connections:
         return await _refuse(
-            ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "session is ending", "ending"
+            ws,
+            request,
+            protocol.CLOSE_TRY_AGAIN_LATER,
+            "connection limit reached",
+            "connection_limit",
         )
     if cols is not None and rows is not None and client.may_resize:
         client.cols, client.rows = cols, rows
@@ -598,14 +621,18 @@ async def _receive(ws: web.WebSocketResponse, client: _Client, manager: PTYSessi
         if message.type is WSMsgType.BINARY:
             _write_input(client, manager, message.data)
         elif message.type is WSMsgType.TEXT:
+            allowed = client.take_control_token()
             try:
                 control = protocol.parse_control(message.data)
             except protocol.ProtocolError as exc:
-                client.send_error(exc.code, exc.message)
-                if exc.code != "unknown_type":
+                if exc.code == "unknown_type":
+                    # Newer clients may send types this server does not know: not fatal.
+                    client.send_error(exc.code, exc.message, throttle=True)
+                else:
+                    client.send_error(exc.code, exc.message)
                     client.close(protocol.CLOSE_POLICY, exc.message[:120], flush=True)
                 continue
-            if not client.take_control_token():
+            if not allowed:
                 client.send_error("rate_limited", "too many control messages", throttle=True)
                 if isinstance(control, protocol.Resize) and client.may_resize:
                     # A dragged window sends many sizes; the last one must still apply.
