@@ -299,20 +299,17 @@ class _Client:
         return self._queued > self._high_water
 
     def send_output(self, data: bytes) -> None:
-        if self._close is not None:
-            return
-        self._items.append(data)
-        self._queued += len(data)
-        if self._queued > self.settings.client_queue_limit:
-            self.close(protocol.CLOSE_TOO_FAR_BEHIND, "client too far behind; reconnect with since")
-        else:
-            self._wake.set()
+        self.send(data)
 
     def send_text(self, text: str) -> None:
+        self.send(text)
+
+    def send(self, item: bytes | str) -> None:
+        """Queue a frame (bytes: terminal output, str: a control message) within the bound."""
         if self._close is not None:
             return
-        self._items.append(text)
-        self._queued += len(text)
+        self._items.append(item)
+        self._queued += len(item)
         if self._queued > self.settings.client_queue_limit:
             self.close(protocol.CLOSE_TOO_FAR_BEHIND, "client too far behind; reconnect with since")
         else:
