@@ -288,6 +288,10 @@ async def test_child_environment_is_an_allowlist(
     await plugin.attach("p1")
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None
+    cmdline = Path(f"/proc/{session.pty.pid}/cmdline")
+    async with asyncio.timeout(10):  # the session helper execs the program right after
+        while cmdline.read_bytes() != b"sleep\x001000\x00":
+            await asyncio.sleep(0.005)
     env = dict(
         i.split("=", 1)
         for i in Path(f"/proc/{session.pty.pid}/environ").read_text().split("\0")
