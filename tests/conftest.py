@@ -221,6 +221,15 @@ async def loop_watchdog() -> AsyncIterator[list[float]]:
     task.cancel()
 
 
+async def program_runs(pid: int, argv: list[str], timeout: float = 10) -> None:
+    """Wait until ``pid`` is ``argv`` itself: spawning goes through a helper that execs it."""
+    expected = "".join(f"{arg}\0" for arg in argv).encode()
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    async with asyncio.timeout(timeout):
+        while cmdline.read_bytes() != expected:
+            await asyncio.sleep(0.005)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

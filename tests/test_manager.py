@@ -314,8 +314,9 @@ async def test_closing_during_a_retry_ends_the_new_program(manager_factory: Fact
     assert session.resumed
     await asyncio.wait_for(profile.waiting.wait(), 10)  # the retry, held in its preparation
     closing = asyncio.create_task(manager.close_session("p1"))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    async with asyncio.timeout(10):  # the close has begun before the retry goes on
+        while session.closing is None:
+            await asyncio.sleep(0)
     profile.gate.set()
     assert await asyncio.wait_for(closing, 15)
     assert not session.pty.running

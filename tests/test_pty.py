@@ -15,7 +15,7 @@ from wxcode_pty import proctree
 from wxcode_pty.pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnError
 from wxcode_pty.settings import build_child_env
 
-from .conftest import open_fds, py
+from .conftest import open_fds, program_runs, py
 
 
 class Sink:
@@ -186,9 +186,7 @@ async def test_child_environment_and_signals(
     pty = BidirectionalPTY.spawn(
         ["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1"
     )
-    async with asyncio.timeout(10):  # the session helper execs the program right after
-        while Path(f"/proc/{pty.pid}/cmdline").read_bytes() != b"sleep\x001000\x00":
-            await asyncio.sleep(0.005)
+    await program_runs(pty.pid, ["sleep", "1000"])
     child_env = dict(
         item.split("=", 1)
         for item in Path(f"/proc/{pty.pid}/environ").read_text().split("\0")

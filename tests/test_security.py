@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from wxcode_pty import ShellCommand, proctree
 
-from .conftest import TOKEN, Plugin, py
+from .conftest import TOKEN, Plugin, program_runs, py
 
 Factory = Callable[..., Awaitable[Plugin]]
 
@@ -266,10 +265,7 @@ async def test_client_cannot_choose_what_runs(plugin_factory: Factory, tmp_path:
     for project in ("p1", "p2"):
         session = plugin.manager.get_session_by_output_project(project)
         assert session is not None
-        cmdline = Path(f"/proc/{session.pty.pid}/cmdline")
-        async with asyncio.timeout(10):  # the spawn helper execs the program right after
-            while cmdline.read_bytes() != b"sleep\x001000\x00":
-                await asyncio.sleep(0.01)
+        await program_runs(session.pty.pid, ["sleep", "1000"])
         assert os.readlink(f"/proc/{session.pty.pid}/cwd") == str(
             (tmp_path / "projects" / project).resolve()
         )
@@ -288,10 +284,7 @@ async def test_child_environment_is_an_allowlist(
     await plugin.attach("p1")
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None
-    cmdline = Path(f"/proc/{session.pty.pid}/cmdline")
-    async with asyncio.timeout(10):  # the session helper execs the program right after
-        while cmdline.read_bytes() != b"sleep\x001000\x00":
-            await asyncio.sleep(0.005)
+    await program_runs(session.pty.pid, ["sleep", "1000"])
     env = dict(
         i.split("=", 1)
         for i in Path(f"/proc/{session.pty.pid}/environ").read_text().split("\0")

@@ -158,12 +158,9 @@ def _fast_setsid() -> str | None:
 
 @functools.cache
 def _setsid_path() -> str | None:
-    path = shutil.which("setsid")
-    if path is None:
-        return None
-    # Busybox and old util-linux lack --ctty.
-    probe = subprocess.run([path, "--help"], capture_output=True, text=True, check=False)
-    return path if "--ctty" in probe.stdout + probe.stderr else None
+    # Looked up once; no probe run (that would block the loop): -c is util-linux's and
+    # busybox's spelling of "take the terminal on stdin as controlling terminal".
+    return shutil.which("setsid")
 
 
 def _winsize(cols: int, rows: int) -> bytes:
@@ -250,7 +247,7 @@ class BidirectionalPTY:
                     # terminal, then execs the program under the same pid. Without a Python
                     # preexec_fn, Popen can use vfork: 0.2 ms instead of 4 ms in a big server.
                     process = subprocess.Popen(
-                        [setsid, "--ctty", *argv],
+                        [setsid, "-c", *argv],
                         stdin=slave,
                         stdout=slave,
                         stderr=slave,
