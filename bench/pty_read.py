@@ -60,7 +60,7 @@ async def _ours(path: Path) -> tuple[int, float]:
         total += len(chunk)
 
     start = time.perf_counter()
-    pty = BidirectionalPTY.spawn(
+    pty = await BidirectionalPTY.spawn(
         _command(path), cwd="/", env=dict(os.environ), on_output=count, marker="bench"
     )
     await pty.wait()

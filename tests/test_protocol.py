@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from wxcode_pty import ShellCommand
+from wxcode_pty import web as web_module
 
 from .conftest import Plugin, py
 
@@ -281,3 +282,47 @@ async def test_unknown_types_do_not_grow_the_server_queue(plugin_factory: Factor
             if frame.kind == "pong":
                 break
     assert 1 <= errors <= 5
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+def test_direct_frames_follow_rfc6455(size: int) -> None:
+    """Frames written straight to an idle socket: final, unmasked, the right length form."""
+    payload = bytes(i % 251 for i in range(size))
+    frame = web_module._frame(0x2, payload)
+    assert frame[0] == 0x82  # FIN + binary
+    assert frame[1] & 0x80 == 0  # a server never masks
+    length = frame[1] & 0x7F
+    if size < 126:
+        assert length == size and frame[2:] == payload
+    elif size < 65536:
+        assert length == 126 and int.from_bytes(frame[2:4], "big") == size
+        assert frame[4:] == payload
+    else:
+        assert length == 127 and int.from_bytes(frame[2:10], "big") == size
+        assert frame[10:] == payload
+    assert web_module._frame(0x1, b"{}")[:2] == b"\x81\x02"
+
+
+async def test_output_keeps_its_order_while_the_socket_backs_up_and_drains(
+    plugin_factory: Factory,
+) -> None:
+    """Frames go straight to an idle socket and through the queue once it backs up: a client
+    that stops reading and then catches up gets every byte once, in order."""
+    lines = 3_000_000  # ~21 MB: more than the kernel buffers of the socket hold
+    plugin = await plugin_factory(
+        command=ShellCommand(["sh", "-c", f"stty raw -echo; seq 1 {lines}; sleep 1000"])
+    )
+    client = await plugin.attach("p1")
+    session = plugin.manager.get_session_by_output_project("p1")
+    assert session is not None
+    (server_side,) = session.clients
+    # Not reading: the socket backs up, the queue fills until reading pauses.
+    async with asyncio.timeout(30):
+        while not session.pty.reading_paused:
+            await asyncio.sleep(0.01)
+    assert server_side.congested
+    expected = "".join(f"{n}\n" for n in range(1, lines + 1)).encode()
+    async with asyncio.timeout(60):
+        while len(client.output) < len(expected):
+            assert (await client.next()).kind == "bytes"
+    assert bytes(client.output) == expected

@@ -34,7 +34,7 @@ class Sink:
                 await self.changed.wait()
 
 
-def spawn(
+async def spawn(
     argv: list[str],
     sink: Sink,
     cwd: Path,
@@ -43,7 +43,7 @@ def spawn(
     input_limit: int = 1 << 20,
 ) -> BidirectionalPTY:
     env = build_child_env(("PATH", "HOME", "LANG"), {}, "xterm-256color")
-    return BidirectionalPTY.spawn(
+    return await BidirectionalPTY.spawn(
         argv,
         cwd=cwd,
         env=env,
@@ -59,7 +59,7 @@ async def test_every_byte_then_the_exit_code(tmp_path: Path, no_stray_children: 
     """R5: 10 KiB and exit 3 -- all of it delivered, then the status; no zombie, no fd leak."""
     baseline = open_fds()
     sink = Sink()
-    pty = spawn(
+    pty = await spawn(
         py("import sys; sys.stdout.write('x' * 10240); sys.stdout.flush(); sys.exit(3)"),
         sink,
         tmp_path,
@@ -78,14 +78,14 @@ async def test_large_output_is_complete_when_the_program_exits(tmp_path: Path) -
     payload = tmp_path / "payload"
     payload.write_bytes(bytes(range(32, 127)) * 30000)  # 2.85 MB, no newlines to translate
     sink = Sink()
-    pty = spawn(["cat", str(payload)], sink, tmp_path)
+    pty = await spawn(["cat", str(payload)], sink, tmp_path)
     assert await asyncio.wait_for(pty.wait(), 30) == ExitStatus(0, None)
     assert bytes(sink.data) == payload.read_bytes()
 
 
 async def test_killed_by_a_signal(tmp_path: Path) -> None:
     sink = Sink()
-    pty = spawn(
+    pty = await spawn(
         py("import os, signal; print('ready', flush=True); os.kill(os.getpid(), signal.SIGKILL)"),
         sink,
         tmp_path,
@@ -107,7 +107,7 @@ async def test_terminate_ends_the_whole_tree(tmp_path: Path) -> None:
         "echo started; while :; do sleep 1; done"
     )
     sink = Sink()
-    pty = spawn(["sh", "-c", script], sink, tmp_path)
+    pty = await spawn(["sh", "-c", script], sink, tmp_path)
     await sink.wait_for(b"started")
     pids = [int(line) for line in pids_file.read_text().split()]
     tree = await asyncio.to_thread(proctree.find_tree, pty.identity, pty.marker)
@@ -119,7 +119,7 @@ async def test_terminate_ends_the_whole_tree(tmp_path: Path) -> None:
 
 async def test_exit_of_the_program_ends_leftover_descendants(tmp_path: Path) -> None:
     sink = Sink()
-    pty = spawn(["sh", "-c", "setsid sleep 1000 & echo $! > pid; echo bye"], sink, tmp_path)
+    pty = await spawn(["sh", "-c", "setsid sleep 1000 & echo $! > pid; echo bye"], sink, tmp_path)
     await asyncio.wait_for(pty.wait(), 10)
     await asyncio.wait_for(pty.terminate(grace=0.5), 20)
     leftover = proctree.identify(int((tmp_path / "pid").read_text()))
@@ -131,7 +131,7 @@ async def test_input_to_a_program_that_never_reads_is_bounded(
 ) -> None:
     """A 1 MiB paste must not stall the loop; past the bound, input is refused."""
     sink = Sink()
-    pty = spawn(
+    pty = await spawn(
         py("import time; print('up', flush=True); time.sleep(1000)"),
         sink,
         tmp_path,
@@ -155,7 +155,7 @@ async def test_input_to_a_program_that_never_reads_is_bounded(
 async def test_input_reaches_the_program_in_order(tmp_path: Path) -> None:
     """300 KB through a PTY in raw mode (so no byte is special) arrive whole and in order."""
     sink = Sink()
-    pty = spawn(
+    pty = await spawn(
         ["sh", "-c", "stty raw -echo; echo ready; head -c 300000 | md5sum; echo done"],
         sink,
         tmp_path,
@@ -183,7 +183,7 @@ async def test_child_environment_and_signals(
     )
     sink = Sink()
     # Not Python (it ignores SIGPIPE itself) nor a shell (it adds PWD).
-    pty = BidirectionalPTY.spawn(
+    pty = await BidirectionalPTY.spawn(
         ["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1"
     )
     await program_runs(pty.pid, ["sleep", "1000"])
@@ -209,7 +209,7 @@ async def test_child_environment_and_signals(
 async def test_the_pty_is_the_controlling_terminal(tmp_path: Path) -> None:
     """Job control and /dev/tty need it: the program leads its session and its terminal."""
     sink = Sink()
-    pty = spawn(["sh", "-c", "echo tty=$(tty); exec sleep 1000"], sink, tmp_path)
+    pty = await spawn(["sh", "-c", "echo tty=$(tty); exec sleep 1000"], sink, tmp_path)
     await sink.wait_for(b"tty=/dev/pts/")
     stat = Path(f"/proc/{pty.pid}/stat").read_text().rsplit(")", 1)[1].split()
     session, tty_nr, foreground = int(stat[3]), int(stat[4]), int(stat[5])
@@ -219,7 +219,7 @@ async def test_the_pty_is_the_controlling_terminal(tmp_path: Path) -> None:
 
 async def test_resize_reaches_the_program(tmp_path: Path) -> None:
     sink = Sink()
-    pty = spawn(
+    pty = await spawn(
         ["sh", "-c", "trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"],
         sink,
         tmp_path,
@@ -235,7 +235,31 @@ async def test_resize_reaches_the_program(tmp_path: Path) -> None:
 async def test_missing_executable_is_a_clear_error(tmp_path: Path) -> None:
     baseline = open_fds()
     with pytest.raises(SpawnError, match="executable not found: no-such-program"):
-        spawn(["no-such-program"], Sink(), tmp_path)
+        await spawn(["no-such-program"], Sink(), tmp_path)
     with pytest.raises(SpawnError, match="working directory"):
-        spawn(["cat"], Sink(), tmp_path / "missing")
+        await spawn(["cat"], Sink(), tmp_path / "missing")
     assert open_fds() == baseline
+
+
+async def test_a_cancelled_spawn_leaves_no_program(tmp_path: Path) -> None:
+    """The fork and exec run in a thread: cancelled meanwhile, what it started is ended."""
+    baseline = open_fds()
+    marker = "test-" + os.urandom(4).hex()
+    spawning = asyncio.create_task(
+        BidirectionalPTY.spawn(
+            ["sleep", "1000"],
+            cwd=tmp_path,
+            env=build_child_env(("PATH",), {}, "xterm-256color"),
+            on_output=Sink(),
+            marker=marker,
+        )
+    )
+    await asyncio.sleep(0)  # the thread is starting the program
+    spawning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await spawning
+    async with asyncio.timeout(10):
+        while (await asyncio.to_thread(proctree.find_marked, [marker]))[marker] or (
+            open_fds() != baseline
+        ):
+            await asyncio.sleep(0.02)

@@ -61,6 +61,12 @@ class SessionInfo(TypedDict):
     exit_signal: str | None
 
 
+def _make_dir(path: Path) -> Path:
+    """Create ``path`` if needed and return its real path (one trip to a worker thread)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
 def _now() -> float:
     return time.time()
 
@@ -261,8 +267,7 @@ class PTYSessionManager:
             base_argv = self.profile.base_argv()
             resumed = False
         try:
-            await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
-            cwd = await asyncio.to_thread(cwd.resolve)
+            cwd = await asyncio.to_thread(_make_dir, cwd)
         except OSError as exc:
             raise SpawnError(f"cannot create the working directory {cwd}: {exc}") from None
         cols = cols or (row.cols if row else settings.default_cols)
@@ -327,7 +332,7 @@ class PTYSessionManager:
         plan = None
         try:
             plan = await self.profile.prepare(request, self._id_listener(session))
-            session.pty = BidirectionalPTY.spawn(
+            session.pty = await BidirectionalPTY.spawn(
                 plan.argv,
                 cwd=session.cwd,
                 env={**request.env, **plan.env},

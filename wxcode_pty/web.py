@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -283,6 +284,9 @@ class _Client:
         self.may_resize = False
         self._items: deque[bytes | str] = deque()
         self._queued = 0
+        self._sending = False
+        #: While set, frames for an idle socket gather here and go out in one write.
+        self._corked: bytearray | None = None
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._tokens = settings.control_rate
@@ -308,12 +312,53 @@ class _Client:
         """Queue a frame (bytes: terminal output, str: a control message) within the bound."""
         if self._close is not None:
             return
+        if not self._items and not self._sending and self._write_now(item):
+            return
         self._items.append(item)
         self._queued += len(item)
         if self._queued > self.settings.client_queue_limit:
             self.close(protocol.CLOSE_TOO_FAR_BEHIND, "client too far behind; reconnect with since")
         else:
             self._wake.set()
+
+    def _write_now(self, item: bytes | str) -> bool:
+        """Write ``item`` as one frame straight into an idle socket: no hop through the pump.
+
+        Only when nothing is queued or being sent before it (order) and the socket has nothing
+        buffered (so this adds one frame at most; the pump's sends bound the rest).
+        """
+        transport = self.request.transport
+        ws = self.ws
+        if (
+            transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+            or ws.closed
+            or ws.compress
+        ):
+            return False
+        if isinstance(item, bytes):
+            frame = _frame(_OP_BINARY, item)
+            self.metrics.bytes_out += len(item)
+        else:
+            frame = _frame(_OP_TEXT, item.encode())
+        if self._corked is not None:
+            self._corked += frame
+        else:
+            transport.write(frame)
+        return True
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Send what is sent inside in one write (the handshake: three frames, one packet)."""
+        self._corked = bytearray()
+        try:
+            yield
+        finally:
+            frames, self._corked = self._corked, None
+            transport = self.request.transport
+            if frames and transport is not None and not transport.is_closing():
+                transport.write(frames)
 
     def send_claude_session(
         self, claude_session_id: str, previous: str | None, reason: str | None
@@ -398,15 +443,19 @@ class _Client:
                         parts.append(nxt)  # type: ignore[arg-type]
                         size += len(nxt)
                     self._queued -= size
+                    self._sending = True
                     await self._bounded(
                         ws.send_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
                     )
+                    self._sending = False
                     self.metrics.bytes_out += size
                     if self._queued < self._high_water // 4 and self.session.pty.reading_paused:
                         self.session.drained()
                 else:
                     self._queued -= len(item)
+                    self._sending = True
                     await self._bounded(ws.send_str(item))
+                    self._sending = False
             if self._close is not None:
                 code, reason = self._close
                 await _close_socket(ws, code, reason)
@@ -423,6 +472,22 @@ class _Client:
             if self.request.transport is not None:
                 self.request.transport.abort()
             raise ConnectionResetError("send timed out") from None
+
+
+_OP_TEXT: Final = 0x1
+_OP_BINARY: Final = 0x2
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked, uncompressed WebSocket frame (RFC 6455 5.2), header and payload."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return header + payload
 
 
 async def _refuse(
@@ -558,27 +623,28 @@ async def _attach(
     same_run = request.query.get("session") in (None, session.session_id)
     replay = session.buffer.since(since if same_run else None)
     truncated = replay.truncated or (since is not None and not same_run)
-    client.send_text(
-        protocol.encode(
-            "hello",
-            protocol=protocol.PROTOCOL_VERSION,
-            session_id=session.session_id,
-            output_project_id=project,
-            claude_session_id=session.claude_session_id,
-            offset=replay.end,
-            cols=session.cols,
-            rows=session.rows,
-            resumed=session.resumed,
+    with client.corked():
+        client.send_text(
+            protocol.encode(
+                "hello",
+                protocol=protocol.PROTOCOL_VERSION,
+                session_id=session.session_id,
+                output_project_id=project,
+                claude_session_id=session.claude_session_id,
+                offset=replay.end,
+                cols=session.cols,
+                rows=session.rows,
+                resumed=session.resumed,
+            )
         )
-    )
-    client.send_text(
-        protocol.encode(
-            "replay", **{"from": replay.start, "to": replay.end, "truncated": truncated}
+        client.send_text(
+            protocol.encode(
+                "replay", **{"from": replay.start, "to": replay.end, "truncated": truncated}
+            )
         )
-    )
-    if replay.data:
-        client.send_output(strip_queries(replay.data))
-    client.send_text(protocol.encode("replayed", offset=replay.end))
+        if replay.data:
+            client.send_output(strip_queries(replay.data))
+        client.send_text(protocol.encode("replayed", offset=replay.end))
     session.clients.add(client)
     session.touch()
     sockets.add(ws)
