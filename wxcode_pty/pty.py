@@ -4,9 +4,9 @@ Owns the master fd and the program's own pid: spawning, non-blocking reads and w
 the exit status, and ending the program's whole tree (through ``proctree``). It knows nothing of
 sessions, buffers or clients: output goes to one callback, and the end to an awaitable.
 
-Nothing here blocks the loop. Output is read with ``loop.add_reader``; input goes through a
-bounded queue drained when the fd is writable; the exit is learned from a pidfd, and reaped
-with a non-blocking ``waitpid``.
+Nothing here blocks the loop. The fork and exec run in a worker thread; output is read with
+``loop.add_reader``; input goes through a bounded queue drained when the fd is writable; the
+exit is learned from a pidfd, and reaped with a non-blocking ``waitpid``.
 """
 
 from __future__ import annotations

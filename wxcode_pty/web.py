@@ -3,8 +3,9 @@
 ``create_app(settings)`` returns an application for ``host.add_subapp(prefix, ...)`` (or to run
 as the root). Its database connection and session manager live in its ``cleanup_ctx``; live
 WebSockets are closed with 1001 in ``on_shutdown``. Every WebSocket has exactly one task reading
-it (the handler) and one task writing it (the client's pump), fed from a bounded queue, so a
-slow client can only ever hurt itself.
+it (the handler). Output goes straight into the socket while the socket keeps up (one write
+per frame, no task switch); once it backs up, frames wait in a bounded queue that the client's
+pump sends in order, so a slow client can only ever hurt itself.
 """
 
 from __future__ import annotations
