@@ -365,3 +365,58 @@ async def test_shutdown_of_many_sessions_is_one_pass(manager_factory: Factory) -
     await asyncio.wait_for(manager.close_all(), 30)
     left = await asyncio.to_thread(proctree.find_marked, markers)
     assert not any(left.values())
+
+
+class ClosingTracker:
+    """A tracker that records being closed."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    def started(self, pid: int) -> None:
+        pass
+
+    def feed(self, data: bytes) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+class CancelledAtSpawnProfile:
+    """Its plan carries a tracker, and the start is cancelled while the program starts."""
+
+    kind = "shell"
+
+    def __init__(self) -> None:
+        self.tracker = ClosingTracker()
+
+    def base_argv(self) -> list[str]:
+        return ["sleep", "1000"]
+
+    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+        starting = asyncio.current_task()
+        assert starting is not None
+        # Runs on the next pass of the loop: while the spawn's thread forks and execs.
+        asyncio.get_running_loop().call_soon(starting.cancel)
+        return SpawnPlan(argv=list(request.base_argv), tracker=self.tracker)
+
+    def after_exit(
+        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+    ) -> Retry | None:
+        return None
+
+
+async def test_a_start_cancelled_during_the_spawn_closes_its_tracker(
+    manager_factory: Factory,
+) -> None:
+    profile = CancelledAtSpawnProfile()
+    manager = await manager_factory(command=profile)
+    with pytest.raises(asyncio.CancelledError):
+        await manager.get_or_create_session("p1")
+    await asyncio.wait_for(profile.tracker.closed.wait(), 10)
+    row = await manager.store.get("p1")
+    assert row is not None
+    async with asyncio.timeout(10):
+        while (await asyncio.to_thread(proctree.find_marked, [row.session_id]))[row.session_id]:
+            await asyncio.sleep(0.02)

@@ -326,3 +326,27 @@ async def test_output_keeps_its_order_while_the_socket_backs_up_and_drains(
         while len(client.output) < len(expected):
             assert (await client.next()).kind == "bytes"
     assert bytes(client.output) == expected
+
+
+async def test_a_client_closed_by_its_own_replay_is_not_attached(plugin_factory: Factory) -> None:
+    """A replay larger than the client's queue bound (compressed, so it is queued): 4001
+    before the client ever joins the session."""
+    plugin = await plugin_factory(
+        command=ShellCommand(["sh", "-c", "stty raw -echo; head -c 200000 /dev/zero; sleep 1000"]),
+        buffer_size=256 * 1024,
+        client_queue_limit=64 * 1024,
+        compress=True,
+    )
+    first = await plugin.attach("p1")
+    async with asyncio.timeout(30):
+        while len(first.output) < 200_000:
+            assert (await first.next()).kind == "bytes"
+    late = await plugin.client.ws_connect(
+        "/pty/ws/p1", headers=plugin.headers(), compress=15, max_msg_size=0
+    )
+    async with asyncio.timeout(10):
+        while (await late.receive()).type is not aiohttp.WSMsgType.CLOSE:
+            pass
+    assert late.close_code == 4001
+    session = plugin.manager.get_session_by_output_project("p1")
+    assert session is not None and len(session.clients) == 1

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -241,14 +242,12 @@ async def test_missing_executable_is_a_clear_error(tmp_path: Path) -> None:
     assert open_fds() == baseline
 
 
-async def test_a_cancelled_spawn_leaves_no_program(tmp_path: Path) -> None:
-    """The fork and exec run in a thread: cancelled meanwhile, what it started is ended."""
-    baseline = open_fds()
-    marker = "test-" + os.urandom(4).hex()
+async def cancel_a_spawn(cwd: Path, marker: str) -> None:
+    """Start ``sleep`` and cancel the spawn while its thread forks and execs."""
     spawning = asyncio.create_task(
         BidirectionalPTY.spawn(
             ["sleep", "1000"],
-            cwd=tmp_path,
+            cwd=cwd,
             env=build_child_env(("PATH",), {}, "xterm-256color"),
             on_output=Sink(),
             marker=marker,
@@ -258,8 +257,30 @@ async def test_a_cancelled_spawn_leaves_no_program(tmp_path: Path) -> None:
     spawning.cancel()
     with pytest.raises(asyncio.CancelledError):
         await spawning
+
+
+async def test_a_cancelled_spawn_leaves_no_program(tmp_path: Path) -> None:
+    """The fork and exec run in a thread: cancelled meanwhile, what it started is ended."""
+    baseline = open_fds()
+    marker = "test-" + os.urandom(4).hex()
+    await cancel_a_spawn(tmp_path, marker)
     async with asyncio.timeout(10):
         while (await asyncio.to_thread(proctree.find_marked, [marker]))[marker] or (
             open_fds() != baseline
         ):
             await asyncio.sleep(0.02)
+
+
+def test_a_spawn_cancelled_as_its_loop_closes_leaves_no_program(tmp_path: Path) -> None:
+    """A host that closes its loop without waiting for executors (as ``web.run_app`` does):
+    the program the spawn thread started is still ended."""
+    marker = "test-" + os.urandom(4).hex()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(cancel_a_spawn(tmp_path, marker))
+    finally:
+        loop.close()
+    deadline = time.monotonic() + 10
+    while proctree.find_marked([marker])[marker]:
+        assert time.monotonic() < deadline, "the spawned program outlived its loop"
+        time.sleep(0.02)

@@ -344,6 +344,14 @@ class PTYSessionManager:
                 paused=paused,
                 budget=self._read_budget,
             )
+        except asyncio.CancelledError:
+            # Cancelled while the program was being started (its thread ends it): the plan's
+            # tracker (a hook socket, a folder) still has to go.
+            if plan is not None and plan.tracker is not None:
+                closing = asyncio.get_running_loop().create_task(plan.tracker.aclose())
+                session.background.add(closing)
+                closing.add_done_callback(session.background.discard)
+            raise
         except Exception as exc:
             # OSError (no fds left, a socket path too long, ...) is a failed spawn too.
             error = exc if isinstance(exc, SpawnError) else SpawnError(f"cannot start: {exc}")

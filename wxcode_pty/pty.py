@@ -12,6 +12,7 @@ exit is learned from a pidfd, and reaped with a non-blocking ``waitpid``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -49,6 +50,11 @@ _LINGER = 0.5
 _FULL_READ = 4095
 #: A PTY whose last wakeup brought at least this much is "busy" (a flood, not typing).
 _BUSY = 2048
+#: Threads that fork and exec programs: their own, so that neither a host's use of the
+#: default executor nor the loop's closing can hold up a spawn or its cleanup.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="wxcode-pty-spawn"
+)
 
 
 class ReadBudget:
@@ -223,11 +229,14 @@ def _start_program(
 
 
 def _discard_started(
-    started: asyncio.Future[tuple[subprocess.Popen[bytes], int, proctree.ProcessId]],
+    started: concurrent.futures.Future[tuple[subprocess.Popen[bytes], int, proctree.ProcessId]],
 ) -> None:
-    if not started.cancelled() and started.exception() is None:
+    if started.exception() is None:
         process, master, _ = started.result()
-        _discard(process, master)
+        try:
+            _SPAWNER.submit(_discard, process, master)  # off the caller's thread: it waits
+        except RuntimeError:  # the interpreter is shutting down
+            _discard(process, master)
 
 
 def _discard(process: subprocess.Popen[bytes], master: int) -> None:
@@ -302,14 +311,13 @@ class BidirectionalPTY:
         """
         if not argv:
             raise SpawnError("empty command")
-        loop = asyncio.get_running_loop()
-        started = loop.run_in_executor(
-            None, _start_program, list(argv), str(cwd), dict(env), cols, rows, marker
+        started = _SPAWNER.submit(
+            _start_program, list(argv), str(cwd), dict(env), cols, rows, marker
         )
         try:
-            process, master, identity = await asyncio.shield(started)
+            process, master, identity = await asyncio.shield(asyncio.wrap_future(started))
         except asyncio.CancelledError:
-            # The thread goes on: end what it starts, nobody will own it.
+            # The thread goes on: what it starts is ended there, loop or no loop.
             started.add_done_callback(_discard_started)
             raise
         try:

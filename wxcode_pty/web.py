@@ -303,6 +303,10 @@ class _Client:
     def congested(self) -> bool:
         return self._queued > self._high_water
 
+    @property
+    def closing(self) -> bool:
+        return self._close is not None
+
     def send_output(self, data: bytes) -> None:
         self.send(data)
 
@@ -646,6 +650,10 @@ async def _attach(
         if replay.data:
             client.send_output(strip_queries(replay.data))
         client.send_text(protocol.encode("replayed", offset=replay.end))
+    if client.closing:
+        # The replay alone passed the client's queue bound: it was closed before it began.
+        await client.pump()
+        return ws
     session.clients.add(client)
     session.touch()
     sockets.add(ws)
