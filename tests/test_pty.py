@@ -284,3 +284,26 @@ def test_a_spawn_cancelled_as_its_loop_closes_leaves_no_program(tmp_path: Path) 
     while proctree.find_marked([marker])[marker]:
         assert time.monotonic() < deadline, "the spawned program outlived its loop"
         time.sleep(0.02)
+
+
+async def test_signals_the_server_ignores_are_at_their_default_in_the_program(
+    tmp_path: Path,
+) -> None:
+    """Started by ``nohup`` or as a shell's background job, the server ignores SIGHUP, SIGINT
+    and SIGQUIT; its programs must not (Ctrl-C must still interrupt them)."""
+    wanted = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in wanted}
+    try:
+        sink = Sink()
+        pty = await spawn(["sh", "-c", "echo tty=$(tty); exec sleep 1000"], sink, tmp_path)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    await sink.wait_for(b"tty=/dev/pts/")
+    await program_runs(pty.pid, ["sleep", "1000"])
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pty.pid}/status").read_text().splitlines()
+    )
+    mask = sum(1 << (signum - 1) for signum in wanted)
+    assert int(status["SigIgn"], 16) & mask == 0 and int(status["SigBlk"], 16) == 0
+    await pty.terminate(grace=0.5)
