@@ -52,7 +52,7 @@ class Probe:
         """Attach as the web layer does: replay first, then live output, nothing between."""
         probe = cls()
         probe.output += session.buffer.since(None).data
-        session.clients.add(probe)
+        session.attach(probe)
         return probe
 
     async def wait_for(self, needle: bytes, timeout: float = 10) -> None:

@@ -12,7 +12,7 @@ import pytest
 from wxcode_pty import ShellCommand
 from wxcode_pty import web as web_module
 
-from .conftest import Plugin, py
+from .conftest import Attached, Plugin, py
 
 Factory = Callable[..., Awaitable[Plugin]]
 
@@ -350,3 +350,32 @@ async def test_a_client_closed_by_its_own_replay_is_not_attached(plugin_factory:
     assert late.close_code == 4001
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None and len(session.clients) == 1
+
+
+async def test_many_clients_each_get_every_byte_in_order(plugin_factory: Factory) -> None:
+    """Past a few clients a wakeup's reads go out as one chunk: still every byte, in order,
+    to each of them; with fewer again, each read is handed on at once."""
+    lines = 200_000
+    plugin = await plugin_factory(
+        command=ShellCommand(["sh", "-c", f"stty raw -echo; read go; seq 1 {lines}; sleep 1000"])
+    )
+    clients = [await plugin.attach("p1") for _ in range(7)]
+    session = plugin.manager.get_session_by_output_project("p1")
+    assert session is not None and session.pty.gather_reads
+    await clients[0].ws.send_bytes(b"go\n")
+    expected = "".join(f"{n}\n" for n in range(1, lines + 1)).encode()
+
+    async def read_all(client: Attached) -> bytes:
+        async with asyncio.timeout(60):
+            while len(client.output) < len(expected):
+                assert (await client.next()).kind == "bytes"
+        return bytes(client.output)
+
+    outputs = await asyncio.gather(*(read_all(client) for client in clients))
+    assert all(output == expected for output in outputs)
+    for client in clients[:4]:
+        await client.ws.close()
+    async with asyncio.timeout(10):
+        while len(session.clients) > 3:
+            await asyncio.sleep(0.01)
+    assert not session.pty.gather_reads

@@ -363,6 +363,7 @@ class PTYSessionManager:
                 )
             log.warning("spawn failed project=%s: %s", session.output_project_id, error)
             raise error from None
+        session.match_reads_to_clients()  # clients may stay across a retry
         # Before any await: the tracker must see the program's first bytes.
         session.tracker = plan.tracker
         if plan.tracker is not None:

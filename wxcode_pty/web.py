@@ -654,7 +654,7 @@ async def _attach(
         # The replay alone passed the client's queue bound: it was closed before it began.
         await client.pump()
         return ws
-    session.clients.add(client)
+    session.attach(client)
     session.touch()
     sockets.add(ws)
     metrics.connections += 1
