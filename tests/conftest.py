@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +233,14 @@ async def program_runs(pid: int, argv: list[str], timeout: float = 10) -> None:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def threads_outside_pools() -> int:
+    """Threads other than the bounded pools that grow on demand (asyncio's default executor,
+    the spawn threads)."""
+    names = [t.name for t in threading.enumerate()]
+    assert sum(1 for name in names if name.startswith("wxcode-pty-spawn")) <= 4
+    return sum(1 for name in names if not name.startswith(("asyncio_", "wxcode-pty-spawn")))
 
 
 def children_of(pid: int) -> list[int]:

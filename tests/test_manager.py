@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from wxcode_pty.manager import InvalidProjectId, SessionLimitReached
 from wxcode_pty.pty import ExitStatus
 from wxcode_pty.session import PTYSession
 
-from .conftest import children_of, open_fds
+from .conftest import children_of, open_fds, threads_outside_pools
 
 Factory = Callable[..., Awaitable[PTYSessionManager]]
 
@@ -207,7 +206,7 @@ async def test_cycles_return_to_baseline(manager_factory: Factory) -> None:
     await manager.get_or_create_session("warm")
     await manager.close_session("warm")
     gc.collect()
-    fds, threads, tasks = open_fds(), _threads(), len(asyncio.all_tasks())
+    fds, threads, tasks = open_fds(), threads_outside_pools(), len(asyncio.all_tasks())
     children = children_of(os.getpid())
     for i in range(500):
         session = await manager.get_or_create_session(f"p{i % 7}")
@@ -219,7 +218,7 @@ async def test_cycles_return_to_baseline(manager_factory: Factory) -> None:
     gc.collect()
     assert manager.sessions == []
     assert open_fds() == fds
-    assert _threads() == threads
+    assert threads_outside_pools() == threads
     assert len(asyncio.all_tasks()) == tasks
     assert children_of(os.getpid()) == children
 
@@ -258,11 +257,6 @@ def test_settings_are_validated() -> None:
         Settings(idle_timeout=0)
     with pytest.raises(TypeError):
         ShellCommand("bash -l")
-
-
-def _threads() -> int:
-    """Threads other than the loop's executor workers (a pool that grows on demand)."""
-    return sum(1 for t in threading.enumerate() if not t.name.startswith("asyncio_"))
 
 
 class GatedProfile:

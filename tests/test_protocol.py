@@ -357,11 +357,16 @@ async def test_many_clients_each_get_every_byte_in_order(plugin_factory: Factory
     to each of them; with fewer again, each read is handed on at once."""
     lines = 200_000
     plugin = await plugin_factory(
-        command=ShellCommand(["sh", "-c", f"stty raw -echo; read go; seq 1 {lines}; sleep 1000"])
+        command=ShellCommand(
+            ["sh", "-c", f"stty raw -echo; echo ready; read go; seq 1 {lines}; sleep 1000"]
+        )
     )
     clients = [await plugin.attach("p1") for _ in range(7)]
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None and session.pty.gather_reads
+    for client in clients:  # the terminal no longer echoes: only seq's output follows
+        await client.read_until(b"ready\n")
+        client.output.clear()
     await clients[0].ws.send_bytes(b"go\n")
     expected = "".join(f"{n}\n" for n in range(1, lines + 1)).encode()
 

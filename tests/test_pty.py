@@ -6,13 +6,16 @@ import asyncio
 import hashlib
 import os
 import random
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from wxcode_pty import proctree
+from wxcode_pty import pty as pty_module
 from wxcode_pty.pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnError
 from wxcode_pty.settings import build_child_env
 
@@ -292,8 +295,26 @@ async def test_signals_the_server_ignores_are_at_their_default_in_the_program(
     """Started by ``nohup`` or as a shell's background job, the server ignores SIGHUP, SIGINT
     and SIGQUIT; its programs must not (Ctrl-C must still interrupt them)."""
     wanted = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+    gnu_env = shutil.which("env")
+    resets = (
+        gnu_env is not None
+        and (
+            await asyncio.to_thread(
+                subprocess.run, [gnu_env, "--default-signal", "true"], capture_output=True
+            )
+        ).returncode
+        == 0
+    )
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in wanted}
     try:
+        if resets:
+            # Without a preexec_fn, so that the spawn can use vfork.
+            assert await asyncio.to_thread(pty_module._session_prefix) == [
+                gnu_env,
+                "--default-signal",
+                shutil.which("setsid"),
+                "-c",
+            ]
         sink = Sink()
         pty = await spawn(["sh", "-c", "echo tty=$(tty); exec sleep 1000"], sink, tmp_path)
     finally:
@@ -306,4 +327,36 @@ async def test_signals_the_server_ignores_are_at_their_default_in_the_program(
     )
     mask = sum(1 << (signum - 1) for signum in wanted)
     assert int(status["SigIgn"], 16) & mask == 0 and int(status["SigBlk"], 16) == 0
+    await pty.terminate(grace=0.5)
+
+
+async def test_no_output_is_handed_on_once_reading_is_paused(tmp_path: Path) -> None:
+    """A client that becomes congested pauses reading from inside the output callback: the
+    rest of that wakeup's reads must wait too."""
+    chunks: list[bytes] = []
+    handed_while_paused: list[int] = []
+    delivered = asyncio.Event()
+
+    def on_output(chunk: bytes) -> None:
+        if pty.reading_paused:
+            handed_while_paused.append(len(chunk))
+        chunks.append(chunk)
+        pty.pause_reading()  # as a congested session does
+        delivered.set()
+
+    pty = await BidirectionalPTY.spawn(
+        ["yes", "0123456789abcdef"],
+        cwd=tmp_path,
+        env=build_child_env(("PATH",), {}, "xterm-256color"),
+        on_output=on_output,
+        marker="test-" + os.urandom(4).hex(),
+    )
+    # Each resume is one wakeup; a flooding program fills whole 4,095-byte reads, after
+    # which the loop would go on reading if it did not look at the pause.
+    for _ in range(20):
+        delivered.clear()
+        pty.resume_reading()
+        await asyncio.wait_for(delivered.wait(), 10)
+    assert any(len(chunk) >= 4095 for chunk in chunks)
+    assert handed_while_paused == []
     await pty.terminate(grace=0.5)

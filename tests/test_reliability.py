@@ -7,14 +7,13 @@ import gc
 import json
 import random
 import re
-import threading
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from wxcode_pty import ShellCommand
 
-from .conftest import Attached, Plugin, open_fds, py
+from .conftest import Attached, Plugin, open_fds, py, threads_outside_pools
 
 Factory = Callable[..., Awaitable[Plugin]]
 
@@ -224,7 +223,7 @@ async def test_many_connects_return_to_baseline(plugin_factory: Factory) -> None
     warm = await plugin.attach("p0")
     await warm.ws.close()
     gc.collect()
-    fds, threads, tasks = open_fds(), _threads(), len(asyncio.all_tasks())
+    fds, threads, tasks = open_fds(), threads_outside_pools(), len(asyncio.all_tasks())
 
     async def connect_once(i: int) -> None:
         client = await plugin.attach(f"p{i % 5}")
@@ -243,9 +242,5 @@ async def test_many_connects_return_to_baseline(plugin_factory: Factory) -> None
     await asyncio.sleep(0)
     gc.collect()
     assert open_fds() <= fds
-    assert _threads() == threads
+    assert threads_outside_pools() == threads
     assert len(asyncio.all_tasks()) <= tasks
-
-
-def _threads() -> int:
-    return sum(1 for t in threading.enumerate() if not t.name.startswith("asyncio_"))

@@ -162,14 +162,15 @@ def _session_prefix() -> list[str] | None:
     setsid = _which("setsid")
     if setsid is None or signal.pthread_sigmask(signal.SIG_BLOCK, ()):
         return None
-    ignored = any(
-        signal.getsignal(signum) == signal.SIG_IGN
+    ignored = [
+        signum
         for signum in _CHILD_DEFAULT_SIGNALS
         if signum not in (signal.SIGPIPE, signal.SIGXFSZ)
-    )
+        and signal.getsignal(signum) == signal.SIG_IGN
+    ]
     if not ignored:
         return [setsid, "-c"]
-    env = _env_resetting_signals()
+    env = _env_resetting(ignored)
     return None if env is None else [env, "--default-signal", setsid, "-c"]
 
 
@@ -178,24 +179,42 @@ def _which(name: str) -> str | None:
     return shutil.which(name)
 
 
-@functools.cache
-def _env_resetting_signals() -> str | None:
-    """``env`` if it has ``--default-signal`` (GNU coreutils 8.31+). Probed once, from a
-    spawn thread."""
+#: ``env`` paths known to reset ignored signals (True) or not (False); only probes that ran
+#: to the end are remembered.
+_ENV_RESETS: dict[str, bool] = {}
+
+
+def _env_resetting(ignored: Sequence[signal.Signals]) -> str | None:
+    """``env`` if its ``--default-signal`` (GNU coreutils 8.31+) really puts the ``ignored``
+    signals back to their default. Probed from a spawn thread by its effect, not its exit
+    status (which a server that ignores SIGCHLD cannot see)."""
     env = _which("env")
     if env is None:
         return None
-    try:
-        probe = subprocess.run(
-            [env, "--default-signal", "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return env if probe.returncode == 0 else None
+    if env not in _ENV_RESETS:
+        try:
+            probe = subprocess.run(
+                [env, "--default-signal", "cat", "/proc/self/status"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=5,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None  # not remembered: a passing shortage of processes or time
+        _ENV_RESETS[env] = not _ignored_in(probe.stdout) & _mask(ignored)
+    return env if _ENV_RESETS[env] else None
+
+
+def _ignored_in(status: bytes) -> int:
+    """The ``SigIgn`` mask of a ``/proc/<pid>/status`` text; all bits set when absent."""
+    for line in status.splitlines():
+        if line.startswith(b"SigIgn:"):
+            return int(line.split()[1], 16)
+    return -1
+
+
+def _mask(signals: Sequence[signal.Signals]) -> int:
+    return sum(1 << (signum - 1) for signum in signals)
 
 
 def _winsize(cols: int, rows: int) -> bytes:
