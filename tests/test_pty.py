@@ -360,3 +360,15 @@ async def test_no_output_is_handed_on_once_reading_is_paused(tmp_path: Path) -> 
     assert any(len(chunk) >= 4095 for chunk in chunks)
     assert handed_while_paused == []
     await pty.terminate(grace=0.5)
+
+
+async def test_a_relative_program_path_is_found_from_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho hello-from-cwd\n")
+    script.chmod(0o755)
+    sink = Sink()
+    pty = await spawn(["./hello.sh"], sink, tmp_path)
+    await sink.wait_for(b"hello-from-cwd")
+    assert (await pty.wait()).code == 0

@@ -235,8 +235,10 @@ def _start_program(
         child_env[proctree.MARKER_ENV] = marker
         if not os.path.isdir(cwd):
             raise SpawnError(f"working directory does not exist: {cwd}")
-        # Looked up as the child will (its PATH): setsid would only fail after the spawn.
-        if shutil.which(argv[0], path=child_env.get("PATH", os.defpath)) is None:
+        # Looked up as the child will (its PATH, a relative path from its cwd): setsid would
+        # only fail after the spawn.
+        program = argv[0] if "/" not in argv[0] else os.path.join(cwd, argv[0])
+        if shutil.which(program, path=child_env.get("PATH", os.defpath)) is None:
             raise SpawnError(f"executable not found: {argv[0]}")
         prefix = _session_prefix()
         try:
