@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -20,6 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from wxcode_pty import PTYSessionManager, SessionStore, Settings, ShellCommand
 from wxcode_pty.security import RedactingAccessLogger
 from wxcode_pty.web import create_app, get_session_manager
+
+if TYPE_CHECKING:
+    from .processes import Server
 
 PYTHON = sys.executable
 TOKEN = "test-token-0123456789"
@@ -233,6 +236,27 @@ async def program_runs(pid: int, argv: list[str], timeout: float = 10) -> None:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a process was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_text()
+    return dict(item.split("=", 1) for item in raw.split("\0") if item)
+
+
+def status_of(pid: int) -> dict[str, str]:
+    """``/proc/<pid>/status`` as a dict (``SigIgn``, ``SigBlk``, ...)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Server processes a test starts; all are stopped (or killed) afterwards."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop(timeout=10)
 
 
 def threads_outside_pools() -> int:

@@ -96,15 +96,6 @@ def context(browser: Any) -> Iterator[Any]:
         ctx.close()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    """Servers a test starts; all are stopped (or killed) afterwards."""
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop(timeout=10)
-
-
 class Page:
     """A terminal page and the control messages it received."""
 

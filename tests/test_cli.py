@@ -13,7 +13,7 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -35,14 +35,6 @@ OPTIONS = [
     "--no-token",
 ]
 ERROR_LINE = re.compile(r"^wxcode-pty: error: \S.*$")
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop(timeout=10)
 
 
 async def serve(servers: list[Server], folder: Path, *args: str, port: int | None = None) -> Server:

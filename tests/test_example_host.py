@@ -148,24 +148,19 @@ async def test_no_entry_without_a_genuine_login(host: Host) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as stranger:
         async with stranger.get(host.url("/"), allow_redirects=False) as response:
             assert response.status == 303 and response.headers["Location"] == "/login"
-        async with stranger.post(
-            host.url("/login"),
-            data={"user": "alice", "password": "wrong"},
-            headers={"Origin": host.origin},
-        ) as response:
-            assert response.status == 401
-        async with stranger.post(
-            host.url("/login"),
-            data={"user": "mallory", "password": "x"},
-            headers={"Origin": host.origin},
-        ) as response:
-            assert response.status == 401
-        # A login posted from another site is refused even with the right password.
-        async with stranger.post(
-            host.url("/login"), data={"user": "alice", "password": PASSWORDS["alice"]},
-            headers={"Origin": "http://evil.example"},
-        ) as response:  # fmt: skip
-            assert response.status == 403
+        attempts = [
+            ("alice", "wrong", host.origin, 401),
+            ("mallory", "x", host.origin, 401),
+            # A login posted from another site is refused even with the right password.
+            ("alice", PASSWORDS["alice"], "http://evil.example", 403),
+        ]
+        for user, password, origin, status in attempts:
+            async with stranger.post(
+                host.url("/login"),
+                data={"user": user, "password": password},
+                headers={"Origin": origin},
+            ) as response:
+                assert response.status == status, (user, origin)
         assert not stranger.cookie_jar.filter_cookies(URL(host.url("/")))
         async with stranger.get(host.url("/pty/api/sessions")) as response:
             assert response.status == 401

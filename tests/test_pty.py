@@ -19,7 +19,7 @@ from wxcode_pty import pty as pty_module
 from wxcode_pty.pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnError
 from wxcode_pty.settings import build_child_env
 
-from .conftest import open_fds, program_runs, py
+from .conftest import environ_of, open_fds, program_runs, py, status_of
 
 
 class Sink:
@@ -191,17 +191,10 @@ async def test_child_environment_and_signals(
         ["sleep", "1000"], cwd=tmp_path, env=env, on_output=sink, marker="m1"
     )
     await program_runs(pty.pid, ["sleep", "1000"])
-    child_env = dict(
-        item.split("=", 1)
-        for item in Path(f"/proc/{pty.pid}/environ").read_text().split("\0")
-        if item
-    )
+    child_env = environ_of(pty.pid)
     assert set(child_env) == set(env) | {proctree.MARKER_ENV}
     assert child_env["TERM"] == "xterm-256color" and child_env["EXTRA"] == "yes"
-    status = Path(f"/proc/{pty.pid}/status").read_text()
-    ignored = int(
-        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
-    )
+    ignored = int(status_of(pty.pid)["SigIgn"], 16)
     assert not ignored & (1 << (signal.SIGPIPE - 1))
     assert os.readlink(f"/proc/{pty.pid}/cwd") == str(tmp_path)
     # The master fd is not inherited by the child.
@@ -322,9 +315,7 @@ async def test_signals_the_server_ignores_are_at_their_default_in_the_program(
             signal.signal(signum, handler)
     await sink.wait_for(b"tty=/dev/pts/")
     await program_runs(pty.pid, ["sleep", "1000"])
-    status = dict(
-        line.split(":\t", 1) for line in Path(f"/proc/{pty.pid}/status").read_text().splitlines()
-    )
+    status = status_of(pty.pid)
     mask = sum(1 << (signum - 1) for signum in wanted)
     assert int(status["SigIgn"], 16) & mask == 0 and int(status["SigBlk"], 16) == 0
     await pty.terminate(grace=0.5)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from wxcode_pty import ShellCommand, proctree
 
-from .conftest import TOKEN, Plugin, program_runs, py
+from .conftest import TOKEN, Plugin, environ_of, program_runs, py
 
 Factory = Callable[..., Awaitable[Plugin]]
 
@@ -285,11 +285,7 @@ async def test_child_environment_is_an_allowlist(
     session = plugin.manager.get_session_by_output_project("p1")
     assert session is not None
     await program_runs(session.pty.pid, ["sleep", "1000"])
-    env = dict(
-        i.split("=", 1)
-        for i in Path(f"/proc/{session.pty.pid}/environ").read_text().split("\0")
-        if i
-    )
+    env = environ_of(session.pty.pid)
     assert (
         "AWS_SECRET_ACCESS_KEY" not in env
         and "CLAUDECODE" not in env

@@ -99,8 +99,8 @@ class ReplayBuffer:
         """
         end = self.end
         if offset is not None and self._start <= offset <= end:
-            return Replay(offset, end, bytes(self._data[offset - self._start :]), False)
+            return Replay(offset, end, bytes(memoryview(self._data)[offset - self._start :]), False)
         truncated = offset is not None
         skip = safe_start(self._data) if self._start > 0 else 0
         start = self._start + skip
-        return Replay(start, end, bytes(self._data[skip:]), truncated)
+        return Replay(start, end, bytes(memoryview(self._data)[skip:]), truncated)

@@ -110,19 +110,11 @@ def _holders(claude_session_id: str, config_dir: Path) -> set[proctree.ProcessId
     """Live processes holding a Claude session id: by command line or by Claude's pid file."""
     found: set[proctree.ProcessId] = set()
     needle = claude_session_id.encode()
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, cmdline in proctree.each_process("cmdline"):
         if needle in cmdline and any(
             flag.encode() in cmdline for flag in ("--resume", "-r", "--session-id")
         ):
-            process = proctree.identify(int(name))
+            process = proctree.identify(pid)
             if process is not None:
                 found.add(process)
     sessions = config_dir / "sessions"

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 __all__ = [
     "MARKER_ENV",
     "ProcessId",
+    "each_process",
     "end_marked",
     "end_processes",
     "find_marked",
@@ -145,23 +146,33 @@ def find_marked(marker_values: Iterable[str]) -> dict[str, set[ProcessId]]:
     """
     wanted = {f"{MARKER_ENV}={value}".encode(): value for value in marker_values}
     found: dict[str, set[ProcessId]] = {value: set() for value in wanted.values()}
+    for pid, entries in each_process("environ"):
+        for entry in entries:
+            value = wanted.get(entry)
+            if value is not None:
+                process = identify(pid)
+                if process is not None:
+                    found[value].add(process)
+                break
+    return found
+
+
+def each_process(entry: str) -> Iterator[tuple[int, list[bytes]]]:
+    """``(pid, fields)`` for every other process: its NUL-separated ``/proc/<pid>/<entry>``
+    (``environ``, ``cmdline``) split. Processes that vanish or hide it are skipped.
+
+    Blocking (it reads ``/proc``): run it in a thread.
+    """
     me = os.getpid()
     for name in os.listdir(_PROC):
         if not name.isdigit() or int(name) == me:
             continue
         try:
-            with open(f"{_PROC}/{name}/environ", "rb") as f:
-                entries = f.read().split(b"\0")
+            with open(f"{_PROC}/{name}/{entry}", "rb") as f:
+                fields = f.read().split(b"\0")
         except OSError:
             continue
-        for entry in entries:
-            value = wanted.get(entry)
-            if value is not None:
-                process = identify(int(name))
-                if process is not None:
-                    found[value].add(process)
-                break
-    return found
+        yield int(name), fields
 
 
 def _signal_all(processes: Iterable[ProcessId], signum: int) -> None:
@@ -184,55 +195,51 @@ async def _wait_gone(processes: set[ProcessId], deadline: float) -> set[ProcessI
         delay = min(delay * 2, 0.1)
 
 
-async def end_marked(marker_values: Iterable[str], *, grace: float = 2.0) -> None:
-    """End every process carrying any of the markers: SIGHUP, SIGTERM, SIGKILL, with one pass
-    over ``/proc`` per step for all of them together."""
+async def _escalate(find: Callable[[], set[ProcessId]], grace: float) -> set[ProcessId]:
+    """SIGHUP, then SIGTERM, then SIGKILL, each after ``grace`` (5 s for the kill), to what
+    ``find`` (blocking, run in a thread) returns before each step, and once more after the
+    kill for anything forked meanwhile; the union is kept so that a process re-parented away
+    is not lost. Returns every process found."""
     loop = asyncio.get_running_loop()
-    values = list(marker_values)
+    seen: set[ProcessId] = set()
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL):
-        found = await asyncio.to_thread(find_marked, values)
-        alive = {p for group in found.values() for p in group if is_alive(p)}
+        seen |= await asyncio.to_thread(find)
+        alive = {p for p in seen if is_alive(p)}
         if not alive:
-            return
+            break
         _signal_all(alive, signum)
         if signum != signal.SIGKILL:
+            # A stopped process would never act on SIGHUP/SIGTERM.
             _signal_all(alive, signal.SIGCONT)
         await _wait_gone(alive, loop.time() + (grace if signum != signal.SIGKILL else 5.0))
+    else:
+        # One last sweep for anything forked during the SIGKILL step.
+        late = {p for p in await asyncio.to_thread(find) if is_alive(p)}
+        if late:
+            _signal_all(late, signal.SIGKILL)
+            await _wait_gone(late, loop.time() + 5.0)
+            seen |= late
+    return seen
+
+
+async def end_marked(marker_values: Iterable[str], *, grace: float = 2.0) -> None:
+    """End every process carrying any of the markers, with one pass over ``/proc`` per step
+    for all of them together."""
+    values = list(marker_values)
+
+    def find() -> set[ProcessId]:
+        return set().union(*find_marked(values).values())
+
+    await _escalate(find, grace)
 
 
 async def end_processes(
-    root: ProcessId | None,
-    marker_value: str | None,
-    *,
-    grace: float = 2.0,
-    first_signal: int = signal.SIGHUP,
+    root: ProcessId | None, marker_value: str | None, *, grace: float = 2.0
 ) -> set[ProcessId]:
-    """End a whole tree: ``first_signal``, then SIGTERM, then SIGKILL, each after ``grace``.
+    """End a whole tree: SIGHUP, then SIGTERM, then SIGKILL, each after ``grace``.
 
     The tree is looked up again before every step so that processes forked meanwhile are
-    caught, and the union is kept so that a process re-parented away is not lost. Returns the
-    processes that were found (all of them are gone when this returns, unless they are
-    unkillable, e.g. in uninterruptible sleep).
+    caught. Returns the processes that were found (all of them are gone when this returns,
+    unless they are unkillable, e.g. in uninterruptible sleep).
     """
-    loop = asyncio.get_running_loop()
-    seen: set[ProcessId] = set()
-    for signum in (first_signal, signal.SIGTERM, signal.SIGKILL):
-        seen |= await asyncio.to_thread(find_tree, root, marker_value)
-        alive = {p for p in seen if is_alive(p)}
-        if not alive:
-            return seen
-        if signum == signal.SIGKILL:
-            _signal_all(alive, signal.SIGKILL)
-        else:
-            _signal_all(alive, signum)
-            # A stopped process would never act on SIGHUP/SIGTERM.
-            _signal_all(alive, signal.SIGCONT)
-        step_grace = grace if signum != signal.SIGKILL else 5.0
-        await _wait_gone(alive, loop.time() + step_grace)
-    # One last sweep for anything forked during the SIGKILL step.
-    late = {p for p in await asyncio.to_thread(find_tree, root, marker_value) if is_alive(p)}
-    if late:
-        _signal_all(late, signal.SIGKILL)
-        await _wait_gone(late, loop.time() + 5.0)
-        seen |= late
-    return seen
+    return await _escalate(lambda: find_tree(root, marker_value), grace)

@@ -375,8 +375,9 @@ class BidirectionalPTY:
         try:
             return cls(process, master, identity, marker, on_output, input_limit, paused, budget)
         except OSError as exc:
-            # No pidfd (out of descriptors): the program would run unwatched. Undo the spawn.
-            _discard(process, master)
+            # No pidfd (out of descriptors): the program would run unwatched. Undo the spawn
+            # (in a spawn thread: reaping waits for the kill to take).
+            await asyncio.wrap_future(_SPAWNER.submit(_discard, process, master))
             raise SpawnError(f"cannot watch {argv[0]}: {exc}") from None
 
     # -- facts -------------------------------------------------------------------------------

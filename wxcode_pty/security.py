@@ -83,6 +83,11 @@ def _split_host(host: str) -> tuple[str, int | None]:
     return name, int(port) if port else None
 
 
+def _scheme_and_host(origin: str) -> tuple[str, str]:
+    scheme, _, host = origin.rstrip("/").partition("://")
+    return scheme, host
+
+
 def _origin_key(scheme: str, host: str) -> tuple[str, str, int | None] | None:
     name, port = _split_host(host)
     if not name or port == -1:
@@ -99,6 +104,15 @@ class Gate:
         self.token: str | None = None
         if settings.authenticate is None and settings.token_required:
             self.token = settings.token or secrets.token_urlsafe(32)
+        # The allowlists in the form requests are compared in, worked out once.
+        self._hosts = (
+            None if settings.allowed_hosts is None else {h.lower() for h in settings.allowed_hosts}
+        )
+        self._origins = (
+            None
+            if settings.allowed_origins is None
+            else {_origin_key(*_scheme_and_host(item)) for item in settings.allowed_origins}
+        )
 
     # -- Host and Origin ---------------------------------------------------------------------
 
@@ -110,9 +124,8 @@ class Gate:
         name, port = _split_host(host)
         if port == -1:
             return False
-        allowed = self.settings.allowed_hosts
-        if allowed is not None:
-            return name in {h.lower() for h in allowed}
+        if self._hosts is not None:
+            return name in self._hosts
         if name in _LOCAL_HOSTS:
             return True
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
@@ -132,13 +145,8 @@ class Gate:
         key = _origin_key(scheme, host)
         if key is None:
             return False
-        allowed = self.settings.allowed_origins
-        if allowed is not None:
-            keys = set()
-            for item in allowed:
-                s, _, h = item.rstrip("/").partition("://")
-                keys.add(_origin_key(s, h))
-            return key in keys
+        if self._origins is not None:
+            return key in self._origins
         own = _origin_key(request.scheme, request.headers.get("Host", ""))
         return own is not None and key == own
 

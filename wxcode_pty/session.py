@@ -83,6 +83,9 @@ class PTYSession:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set (and replaced) whenever a program starts or the session ends.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: ``clients`` as of the last attach or detach, for the hot path: a client that detaches
+    #: while output is handed out leaves this tuple as it was.
+    _fanout: tuple[SessionClient, ...] = field(default=(), init=False, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -100,16 +103,18 @@ class PTYSession:
         self.last_activity = time.time()
 
     def on_output(self, data: bytes) -> None:
-        """The hot path: buffer, fan out, let the tracker look."""
+        """The hot path (every read from the PTY): buffer, fan out, let the tracker look."""
         self.buffer.append(data)
         self.last_activity = time.time()
-        # A copy: a client that overflows detaches itself.
-        clients = tuple(self.clients)
-        for client in clients:
+        fanout = self._fanout
+        # A client's backlog only changes with what it is sent: all congested is known here.
+        congested = bool(fanout)
+        for client in fanout:
             client.send_output(data)
+            congested = congested and client.congested
         if self.tracker is not None:
             self.tracker.feed(data)
-        if clients and all(client.congested for client in clients):
+        if congested:
             self.pty.pause_reading()
 
     def attach(self, client: SessionClient) -> None:
@@ -125,6 +130,7 @@ class PTYSession:
 
     def match_reads_to_clients(self) -> None:
         """Hand on each read at once for a few clients, gathered for many."""
+        self._fanout = tuple(self.clients)
         self.pty.gather_reads = len(self.clients) > _EAGER_CLIENTS
 
     def drained(self) -> None:

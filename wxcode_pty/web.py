@@ -286,6 +286,7 @@ class _Client:
         self._items: deque[bytes | str] = deque()
         self._queued = 0
         self._sending = False
+        self._compressed = bool(ws.compress)  # negotiated in the upgrade, fixed from then on
         #: While set, frames for an idle socket gather here and go out in one write.
         self._corked: bytearray | None = None
         self._wake = asyncio.Event()
@@ -307,12 +308,6 @@ class _Client:
     def closing(self) -> bool:
         return self._close is not None
 
-    def send_output(self, data: bytes) -> None:
-        self.send(data)
-
-    def send_text(self, text: str) -> None:
-        self.send(text)
-
     def send(self, item: bytes | str) -> None:
         """Queue a frame (bytes: terminal output, str: a control message) within the bound."""
         if self._close is not None:
@@ -325,6 +320,8 @@ class _Client:
             self.close(protocol.CLOSE_TOO_FAR_BEHIND, "client too far behind; reconnect with since")
         else:
             self._wake.set()
+
+    send_output = send_text = send
 
     def _write_now(self, item: bytes | str) -> bool:
         """Write ``item`` as one frame straight into an idle socket: no hop through the pump.
@@ -339,11 +336,11 @@ class _Client:
             or transport.is_closing()
             or transport.get_write_buffer_size()
             or ws.closed
-            or ws.compress
+            or self._compressed
         ):
             return False
         if isinstance(item, bytes):
-            frame = _frame(_OP_BINARY, item)
+            frame = _output_frame(item)
             self.metrics.bytes_out += len(item)
         else:
             frame = _frame(_OP_TEXT, item.encode())
@@ -495,6 +492,29 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+#: The last output frame built: a session hands the same chunk to each of its clients.
+_last_output: tuple[bytes, bytes] = (b"", _frame(_OP_BINARY, b""))
+
+
+def _output_frame(data: bytes) -> bytes:
+    global _last_output
+    if _last_output[0] is not data:
+        _last_output = (data, _frame(_OP_BINARY, data))
+    return _last_output[1]
+
+
+def _at_connection_limit(app: web.Application) -> bool:
+    return len(app[SOCKETS_KEY]) >= app[SETTINGS_KEY].max_connections
+
+
+async def _refuse_connection(
+    ws: web.WebSocketResponse, request: web.Request
+) -> web.WebSocketResponse:
+    return await _refuse(
+        ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "connection limit reached", "connection_limit"
+    )
+
+
 async def _refuse(
     ws: web.WebSocketResponse, request: web.Request, code: int, reason: str, metric: str
 ) -> web.WebSocketResponse:
@@ -535,7 +555,6 @@ async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocke
     """Identify, authorise, find or start the session, then attach."""
     app = request.app
     gate = app[GATE_KEY]
-    settings = app[SETTINGS_KEY]
     project = request.match_info["project"]
     if not valid_project_id(project):
         return await _refuse(ws, request, protocol.CLOSE_POLICY, "invalid project id", "bad_id")
@@ -544,15 +563,8 @@ async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocke
         return await _refuse(ws, request, protocol.CLOSE_POLICY, "not authorised", "auth")
     if not await gate.authorize(principal, project, "attach"):
         return await _refuse(ws, request, protocol.CLOSE_POLICY, "not authorised", "forbidden")
-    sockets = app[SOCKETS_KEY]
-    if len(sockets) >= settings.max_connections:
-        return await _refuse(
-            ws,
-            request,
-            protocol.CLOSE_TRY_AGAIN_LATER,
-            "connection limit reached",
-            "connection_limit",
-        )
+    if _at_connection_limit(app):
+        return await _refuse_connection(ws, request)
     try:
         since = _query_int(request, "since")
     except ValueError as exc:
@@ -611,14 +623,8 @@ async def _attach(
             "client limit reached for this session",
             "client_limit",
         )
-    if len(sockets) >= settings.max_connections:
-        return await _refuse(
-            ws,
-            request,
-            protocol.CLOSE_TRY_AGAIN_LATER,
-            "connection limit reached",
-            "connection_limit",
-        )
+    if _at_connection_limit(app):
+        return await _refuse_connection(ws, request)
     if cols is not None and rows is not None and client.may_resize:
         client.cols, client.rows = cols, rows
         manager.resize(session, cols, rows)
