@@ -355,7 +355,7 @@ async def test_shutdown_of_many_sessions_is_one_pass(manager_factory: Factory) -
     )
     sessions = [await manager.get_or_create_session(f"p{i}") for i in range(40)]
     markers = [s.session_id for s in sessions]
-    assert all(await asyncio.to_thread(proctree.find_marked, markers))
+    assert all((await asyncio.to_thread(proctree.find_marked, markers)).values())
     await asyncio.wait_for(manager.close_all(), 30)
     left = await asyncio.to_thread(proctree.find_marked, markers)
     assert not any(left.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from wxcode_pty import ShellCommand
+from wxcode_pty.session import PTYSession
 
-from .conftest import Attached, Plugin, open_fds, py, threads_outside_pools
+from .conftest import Attached, Plugin, open_fds, py, status_of, threads_outside_pools
 
 Factory = Callable[..., Awaitable[Plugin]]
 
@@ -64,8 +66,7 @@ async def test_twenty_clients_reconnect_with_since_without_gap_or_duplicate(
 
 
 def rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    return int(status_of(os.getpid())["VmRSS"].split()[0]) * 1024
 
 
 async def test_stalled_client_is_closed_and_others_keep_up(plugin_factory: Factory) -> None:
@@ -217,11 +218,28 @@ async def test_resize_storm(plugin_factory: Factory, loop_watchdog: list[float])
     assert loop_watchdog[0] < 0.25
 
 
+async def _sockets_served(session: PTYSession | None = None, *, connections: bool) -> None:
+    """Wait until the server has finished with every WebSocket: the session has no clients,
+    no pump or request handler runs (nor, with ``connections``, any connection's task: an
+    HTTP keep-alive connection keeps one)."""
+    serving = {"_Client.pump", "RequestHandler._handle_request"}
+    if connections:
+        serving.add("RequestHandler.start")
+    async with asyncio.timeout(10):
+        while (session is not None and session.clients) or any(
+            getattr(task.get_coro(), "__qualname__", "") in serving for task in asyncio.all_tasks()
+        ):
+            await asyncio.sleep(0.01)
+
+
 async def test_many_connects_return_to_baseline(plugin_factory: Factory) -> None:
     """R12 through the web layer: 2,000 connects and 100 create/close cycles leak nothing."""
     plugin = await plugin_factory()
     warm = await plugin.attach("p0")
     await warm.ws.close()
+    warm_session = plugin.manager.get_session_by_output_project("p0")
+    assert warm_session is not None
+    await _sockets_served(warm_session, connections=True)
     gc.collect()
     fds, threads, tasks = open_fds(), threads_outside_pools(), len(asyncio.all_tasks())
 
@@ -239,7 +257,7 @@ async def test_many_connects_return_to_baseline(plugin_factory: Factory) -> None
     for session in plugin.manager.sessions:
         assert len(session.buffer) <= session.buffer.capacity
         await plugin.manager.close_session(session.output_project_id)
-    await asyncio.sleep(0)
+    await _sockets_served(connections=False)
     gc.collect()
     assert open_fds() <= fds
     assert threads_outside_pools() == threads

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -162,9 +164,15 @@ async def test_other_principals_project_is_refused_without_revealing_it(
     alice = {"Origin": plugin.origin, "X-User": "alice"}
     ws = await plugin.client.ws_connect("/pty/ws/bob-1", headers=bob)
     assert json.loads((await ws.receive()).data)["type"] == "hello"
+    session = plugin.manager.get_session_by_output_project("bob-1")
+    assert session is not None
+    size = (session.cols, session.rows)
     # Refusals for an existing and a missing project look the same.
     for project in ("bob-1", "bob-missing"):
         check = await plugin.client.ws_connect(f"/pty/ws/{project}", headers=alice)
+        with contextlib.suppress(ConnectionError):  # alice tries to type and resize anyway
+            await check.send_bytes(b"alice\n")
+            await check.send_str(json.dumps({"type": "resize", "cols": 33, "rows": 11}))
         message = await check.receive()
         assert (message.type, check.close_code, message.extra) == (
             aiohttp.WSMsgType.CLOSE,
@@ -183,7 +191,13 @@ async def test_other_principals_project_is_refused_without_revealing_it(
         s["output_project_id"]
         for s in await (await plugin.client.get("/pty/api/sessions", headers=bob)).json()
     ] == ["bob-1"]
-    assert marker.read_bytes() == b""
+    # What bob types arrives; nothing of alice's came before it.
+    await ws.send_bytes(b"sync\n")
+    async with asyncio.timeout(10):
+        while marker.read_bytes() != b"sync\n":
+            assert b"alice" not in marker.read_bytes()
+            await asyncio.sleep(0.01)
+    assert (session.cols, session.rows) == size
     await ws.close()
 
 
