@@ -26,6 +26,8 @@ class Probe:
     """A SessionClient that records what a session sends it."""
 
     congested = False
+    cols = 80
+    rows = 24
 
     def __init__(self) -> None:
         self.output = bytearray()
@@ -112,7 +114,7 @@ async def test_exit_is_recorded_and_next_attach_starts_again(
     probe = Probe.attach(session)
     await probe.wait_for(b"run")
     session.pty.write(b"go\n")
-    await asyncio.wait_for(session.ended.wait(), 10)
+    await asyncio.wait_for(session.wait(), 10)
     assert probe.exits == [ExitStatus(3, None)]
     info = await manager.describe("p1")
     assert info is not None and (info["status"], info["exit_code"], info["pid"]) == (
@@ -184,12 +186,12 @@ async def test_respawn_that_dies_at_start_is_backed_off_then_failed(
     )
     # A row left running by a previous server.
     first = await manager.get_or_create_session("p1")
-    await asyncio.wait_for(first.ended.wait(), 10)
+    await asyncio.wait_for(first.wait(), 10)
     await manager.store.update("p1", status="running")
     start = time.monotonic()
     session = await manager.get_or_create_session("p1")
     assert session.resumed
-    await asyncio.wait_for(session.ended.wait(), 20)
+    await asyncio.wait_for(session.wait(), 20)
     row = await manager.store.get("p1")
     assert row is not None and row.status == "failed"
     assert row.status_reason is not None and "3 times" in row.status_reason
@@ -294,7 +296,7 @@ async def test_closing_during_a_retry_ends_the_new_program(manager_factory: Fact
     profile = GatedProfile(["sh", "-c", "echo up; exit 7"])
     manager = await manager_factory(command=profile, retry_backoff=0.01, early_exit=30)
     first = await manager.get_or_create_session("p1")
-    await asyncio.wait_for(first.ended.wait(), 10)
+    await asyncio.wait_for(first.wait(), 10)
     await manager.store.update("p1", status="running")  # as a crashed server leaves it
     profile.gate.clear()
     profile.waiting.clear()
@@ -324,7 +326,7 @@ async def test_a_failing_profile_does_not_wedge_the_project(manager_factory: Fac
     manager = await manager_factory(command=profile)
     profile.fail_after_exit = True
     session = await manager.get_or_create_session("p1")
-    await asyncio.wait_for(session.ended.wait(), 10)
+    await asyncio.wait_for(session.wait(), 10)
     row = await manager.store.get("p1")
     assert row is not None and row.status == "failed" and "profile bug" in (row.status_reason or "")
     profile.fail_after_exit = False

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 
 from wxcode_pty import ShellCommand
-from wxcode_pty import web as web_module
 
 from .conftest import Attached, Plugin, py
 
@@ -284,25 +283,6 @@ async def test_unknown_types_do_not_grow_the_server_queue(plugin_factory: Factor
             if frame.kind == "pong":
                 break
     assert 1 <= errors <= 5
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
-def test_direct_frames_follow_rfc6455(size: int) -> None:
-    """Frames written straight to an idle socket: final, unmasked, the right length form."""
-    payload = bytes(i % 251 for i in range(size))
-    frame = web_module._frame(0x2, payload)
-    assert frame[0] == 0x82  # FIN + binary
-    assert frame[1] & 0x80 == 0  # a server never masks
-    length = frame[1] & 0x7F
-    if size < 126:
-        assert length == size and frame[2:] == payload
-    elif size < 65536:
-        assert length == 126 and int.from_bytes(frame[2:4], "big") == size
-        assert frame[4:] == payload
-    else:
-        assert length == 127 and int.from_bytes(frame[2:10], "big") == size
-        assert frame[10:] == payload
-    assert web_module._frame(0x1, b"{}")[:2] == b"\x81\x02"
 
 
 async def test_output_keeps_its_order_while_the_socket_backs_up_and_drains(

@@ -1,39 +1,83 @@
-"""``PTYSession``: one running program with its metadata, replay buffer and attached clients.
+"""``PTYSession``: one program's run for one output project, from its start to its end.
 
-The session is the fan-out point: every chunk the program writes is appended to the buffer and
-handed to each attached client, synchronously and without waiting on any of them (a client
-queues what it gets and sends it on its own schedule). Lifecycle decisions (spawn, exit,
-reaping) belong to the manager.
+The session owns everything about that run: starting the program (and starting it again when a
+respawn dies at start, or when the command profile asks for one retry), input, resize (the most
+recently active client's size, as tmux's ``latest``), attaching and detaching clients, the
+fan-out of output to them with all of flow control, how the run ended, and telling its clients.
+What a restart needs goes through a narrow ``Recorder`` (the project's row); the session never
+sees the manager, and the manager never writes the session's fields.
+
+Flow control in one place: output is read while no client is attached or at least one keeps
+up; when every client is congested, reading pauses (the program blocks on a full PTY) until one
+drains. A session started with ``hold_output`` reads nothing until its first client is in
+place, so that client sees the program's output from its first byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
-from .buffer import ReplayBuffer
+from .buffer import Replay, ReplayBuffer
+from .commands import CommandProfile, Retry, SpawnRequest, Tracker
+from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
+from .settings import Settings
+from .store import SessionStatus
 
-if TYPE_CHECKING:
-    from .commands import Tracker
-    from .pty import BidirectionalPTY, ExitStatus
+__all__ = ["CloseReason", "PTYSession", "Recorder", "SessionClient"]
 
-__all__ = ["PTYSession", "SessionClient"]
+log = logging.getLogger("wxcode_pty")
 
 #: Up to this many clients, each read from the PTY is handed on at once (its sends overlap the
 #: kernel refilling the PTY); with more, a wakeup's reads go out as one chunk, since a frame to
-#: each of them per 4 KiB read costs more than it saves (measured with 50 MB to 2-10 clients).
+#: each of them per small read costs more than the wait it saves (bench/README.md).
 _EAGER_CLIENTS = 5
+#: How much of the output an exiting program's profile may look at (error texts).
+_TAIL = 4096
+
+
+class CloseReason(StrEnum):
+    """Why the server ends a session."""
+
+    #: No client and no output for ``idle_timeout``: the row says ``idle``.
+    IDLE = "idle"
+    #: Ended on request (DELETE): the row says ``stopped``.
+    STOPPED = "stopped"
+    #: The server shuts down: the row stays ``running`` so that the next start respawns it.
+    SHUTDOWN = "shutdown"
+
+
+class Recorder(Protocol):
+    """The session's row, written in order (``store.RowWriter``)."""
+
+    async def write(self, **changes: Any) -> None:
+        """Store ``changes`` after every earlier change; raises when the store fails."""
+        ...
+
+    def record(self, **changes: Any) -> None:
+        """Queue ``changes`` behind the earlier ones, without waiting."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every change made so far is stored (or has failed)."""
+        ...
 
 
 class SessionClient(Protocol):
-    """Something attached to a session: a WebSocket, a test probe.
+    """Something attached to a session: a WebSocket client, a test probe.
 
-    Output is read from the program while no client is attached or at least one is not
-    ``congested``: all clients being slow slows the program down, one slow client does not.
+    Every method is called from the loop and must neither block nor await.
     """
+
+    #: The client's own terminal size, applied when it becomes the active client.
+    cols: int
+    rows: int
 
     @property
     def congested(self) -> bool:
@@ -41,7 +85,7 @@ class SessionClient(Protocol):
         ...
 
     def send_output(self, data: bytes) -> None:
-        """New output; must not block or await."""
+        """New output."""
         ...
 
     def send_claude_session(
@@ -55,84 +99,434 @@ class SessionClient(Protocol):
         ...
 
 
-@dataclass(eq=False)
 class PTYSession:
-    """One run of a program for one output project."""
+    """One run of a program for one output project. Make it, then :meth:`start` it."""
 
-    session_id: str
-    output_project_id: str
-    pty: BidirectionalPTY
-    cwd: Path
-    argv: list[str]
-    claude_session_id: str | None = None
-    cols: int = 80
-    rows: int = 24
-    resumed: bool = False
-    buffer: ReplayBuffer = field(default_factory=ReplayBuffer)
-    clients: set[SessionClient] = field(default_factory=set)
-    created_at: float = field(default_factory=time.time)
-    last_activity: float = field(default_factory=time.time)
-    tracker: Tracker | None = None
-    #: Why the session is being ended by the server ("idle", "stopped", "shutdown"), if it is.
-    closing: str | None = None
-    #: ``time.monotonic()`` of the latest spawn, to tell a program that died at start.
-    started_at: float = 0.0
-    #: Small tasks (store writes) that must not be garbage-collected while running.
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-    #: Set once the program is gone and its row records how it ended.
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Set (and replaced) whenever a program starts or the session ends.
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    #: ``clients`` as of the last attach or detach, for the hot path: a client that detaches
-    #: while output is handed out leaves this tuple as it was.
-    _fanout: tuple[SessionClient, ...] = field(default=(), init=False, repr=False)
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        output_project_id: str,
+        cwd: Path,
+        argv: list[str],
+        profile: CommandProfile,
+        settings: Settings,
+        recorder: Recorder,
+        claude_session_id: str | None = None,
+        cols: int = 80,
+        rows: int = 24,
+        resumed: bool = False,
+        spawn_count: int = 0,
+        created_at: float | None = None,
+        budget: ReadBudget | None = None,
+        on_end: Callable[[PTYSession, ExitStatus], None] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.output_project_id = output_project_id
+        self.cwd = cwd
+        #: The stored command, without per-spawn flags.
+        self.argv = argv
+        self.profile = profile
+        self.claude_session_id = claude_session_id
+        self.cols = cols
+        self.rows = rows
+        #: True when this run continues one that a restart or the reaper ended.
+        self.resumed = resumed
+        self.created_at = time.time() if created_at is None else created_at
+        self.buffer = ReplayBuffer(settings.buffer_size)
+        self.clients: set[SessionClient] = set()
+        self._settings = settings
+        self._recorder = recorder
+        self._budget = budget
+        self._on_end = on_end
+        self._spawn_count = spawn_count
+        self._pty: BidirectionalPTY | None = None
+        self._tracker: Tracker | None = None
+        self._closing: CloseReason | None = None
+        self._held = False
+        self._started_at = 0.0
+        #: ``time.monotonic()`` of the last input, output, attach or detach: durations are
+        #: measured on a clock that a change of the wall clock cannot move.
+        self._active_at = time.monotonic()
+        self._supervisor: asyncio.Task[None] | None = None
+        #: Set (and replaced) whenever a program starts or the session ends.
+        self._changed = asyncio.Event()
+        self._ended: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        #: ``clients`` as of the last attach or detach, for the hot path: a client that
+        #: detaches while output is handed out leaves this tuple as it was.
+        self._fanout: tuple[SessionClient, ...] = ()
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def pty(self) -> BidirectionalPTY:
+        """The current program (a retry replaces it)."""
+        if self._pty is None:
+            raise RuntimeError("the session has not been started")
+        return self._pty
 
     @property
     def pid(self) -> int | None:
-        return self.pty.pid if self.pty.running else None
+        return self._pty.pid if self._pty is not None and self._pty.running else None
+
+    @property
+    def running(self) -> bool:
+        """The program runs and the session is not being ended."""
+        return self._closing is None and self._pty is not None and self._pty.running
+
+    @property
+    def closing(self) -> CloseReason | None:
+        """Why the server is ending this session, if it is."""
+        return self._closing
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.done()
 
     @property
     def exit_status(self) -> ExitStatus | None:
-        return self.pty.exit_status
+        return self._ended.result() if self._ended.done() else None
 
-    def notify_changed(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+    @property
+    def last_activity(self) -> float:
+        """Wall-clock time of the last input, output, attach or detach."""
+        return time.time() - (time.monotonic() - self._active_at)
+
+    def idle_for(self, now: float) -> float:
+        """Seconds (``time.monotonic()``) without a client and without activity; 0 if any."""
+        return 0.0 if self.clients else now - self._active_at
 
     def touch(self) -> None:
-        self.last_activity = time.time()
+        self._active_at = time.monotonic()
 
-    def on_output(self, data: bytes) -> None:
+    async def changed(self) -> None:
+        """Wait until a program starts (a retry) or the session ends."""
+        await self._changed.wait()
+
+    def _notify_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self) -> ExitStatus:
+        """Wait until the run has ended, its row records how, and its clients were told."""
+        return await asyncio.shield(self._ended)
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self, *, hold_output: bool = False) -> None:
+        """Start the program; from then on the session watches it until it ends.
+
+        Raises ``SpawnError`` (the row then says ``failed``). With ``hold_output``, nothing is
+        read until :meth:`release_output`.
+        """
+        self._held = hold_output
+        await self._launch()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    def release_output(self) -> None:
+        """Start reading a held session's output (its first client is in place, or gone)."""
+        if self._held:
+            self._held = False
+            if self._pty is not None:
+                self._pty.resume_reading()
+
+    async def _launch(self) -> None:
+        """Plan and start the program (first start or a retry), and record it."""
+        settings = self._settings
+        request = SpawnRequest(
+            output_project_id=self.output_project_id,
+            session_id=self.session_id,
+            base_argv=self.argv,
+            cwd=self.cwd,
+            claude_session_id=self.claude_session_id,
+            env=settings.child_env(),
+        )
+        plan = None
+        try:
+            plan = await self.profile.prepare(request, self._on_claude_id)
+            pty = await BidirectionalPTY.spawn(
+                plan.argv,
+                cwd=self.cwd,
+                env={**request.env, **plan.env},
+                on_output=self._on_output,
+                cols=self.cols,
+                rows=self.rows,
+                marker=self.session_id,
+                input_limit=settings.input_limit,
+                paused=self._held,
+                budget=self._budget,
+            )
+        except asyncio.CancelledError:
+            # Cancelled while the program was being started (its thread ends it): the plan's
+            # tracker (a hook socket, a folder) still has to go.
+            if plan is not None and plan.tracker is not None:
+                await asyncio.shield(plan.tracker.aclose())
+            raise
+        except Exception as exc:
+            # OSError (no fds left, a socket path too long, ...) is a failed spawn too.
+            error = exc if isinstance(exc, SpawnError) else SpawnError(f"cannot start: {exc}")
+            if plan is not None and plan.tracker is not None:
+                await plan.tracker.aclose()
+            with contextlib.suppress(Exception):
+                await self._recorder.write(
+                    status=SessionStatus.FAILED, status_reason=str(error), pid=None
+                )
+            log.warning("spawn failed project=%s: %s", self.output_project_id, error)
+            raise error from None
+        self._pty = pty
+        self._match_reads_to_clients()  # clients may stay across a retry
+        # Before any await: the tracker must see the program's first bytes.
+        self._tracker = plan.tracker
+        if plan.tracker is not None:
+            plan.tracker.started(pty.pid)
+        if plan.claude_session_id is not None:
+            self.claude_session_id = plan.claude_session_id
+        self._started_at = time.monotonic()
+        self._spawn_count += 1
+        self._notify_changed()
+        try:
+            await self._recorder.write(
+                pid=pty.pid,
+                pid_start_time=pty.identity.start_time,
+                claude_session_id=self.claude_session_id,
+                spawn_count=self._spawn_count,
+                exit_code=None,
+                exit_signal=None,
+                status_reason=None,
+            )
+        except Exception as exc:
+            # Not recorded, not kept: a program the store does not know would never be ended.
+            await pty.terminate(settings.kill_grace)
+            await self._close_tracker()
+            raise SpawnError(f"cannot record the session: {exc}") from None
+
+    # -- output and flow control -------------------------------------------------------------
+
+    def _on_output(self, data: bytes) -> None:
         """The hot path (every read from the PTY): buffer, fan out, let the tracker look."""
         self.buffer.append(data)
-        self.last_activity = time.time()
+        self._active_at = time.monotonic()
         fanout = self._fanout
         # A client's backlog only changes with what it is sent: all congested is known here.
         congested = bool(fanout)
         for client in fanout:
             client.send_output(data)
             congested = congested and client.congested
-        if self.tracker is not None:
-            self.tracker.feed(data)
-        if congested:
-            self.pty.pause_reading()
+        if self._tracker is not None:
+            self._tracker.feed(data)
+        if congested and self._pty is not None:
+            self._pty.pause_reading()
+
+    def drained(self) -> None:
+        """A client caught up: reading goes on if it was paused (and not held)."""
+        if not self._held and self._pty is not None:
+            self._pty.resume_reading()
+
+    def _match_reads_to_clients(self) -> None:
+        """Hand on each read at once for a few clients, gathered for many."""
+        self._fanout = tuple(self.clients)
+        if self._pty is not None:
+            self._pty.gather_reads = len(self.clients) > _EAGER_CLIENTS
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def replay(self, since: int | None) -> Replay:
+        """What a client attaching now is sent before live output (see ``ReplayBuffer``)."""
+        return self.buffer.since(since)
 
     def attach(self, client: SessionClient) -> None:
         """Add a client: it gets every chunk of output from now on."""
         self.clients.add(client)
-        self.match_reads_to_clients()
+        self._match_reads_to_clients()
+        self.touch()
 
     def detach(self, client: SessionClient) -> None:
         """Remove a client; the others may be ready for more output."""
+        if client not in self.clients:
+            return
         self.clients.discard(client)
-        self.match_reads_to_clients()
-        self.pty.resume_reading()
+        self._match_reads_to_clients()
+        self.touch()
+        self.drained()
 
-    def match_reads_to_clients(self) -> None:
-        """Hand on each read at once for a few clients, gathered for many."""
-        self._fanout = tuple(self.clients)
-        self.pty.gather_reads = len(self.clients) > _EAGER_CLIENTS
+    def input(self, client: SessionClient, data: bytes, *, may_resize: bool = True) -> None:
+        """Input typed by ``client``; its size becomes the PTY's (``latest``) when allowed.
 
-    def drained(self) -> None:
-        """Called by a client that caught up: reading goes on if it was paused."""
-        self.pty.resume_reading()
+        Raises ``InputOverflow`` when the program does not read its input, ``PTYClosed`` when
+        it has exited.
+        """
+        if may_resize:
+            self._apply_size(client.cols, client.rows)
+        self.pty.write(data)
+        self.touch()
+
+    def resize(self, client: SessionClient, cols: int, rows: int) -> None:
+        """``client``'s terminal is now ``cols`` x ``rows``, and it is the active client."""
+        client.cols, client.rows = cols, rows
+        self._apply_size(cols, rows)
+
+    def _apply_size(self, cols: int, rows: int) -> None:
+        if (cols, rows) != (self.cols, self.rows):
+            self.cols, self.rows = cols, rows
+            if self._pty is not None:
+                self._pty.resize(cols, rows)
+
+    # -- the Claude session id ---------------------------------------------------------------
+
+    def _on_claude_id(self, claude_session_id: str, reason: str | None) -> None:
+        """The profile's tracker learned the current id (from the output path: no waiting)."""
+        if self._closing is None and claude_session_id != self.claude_session_id:
+            self._change_claude_id(claude_session_id, reason)
+            self._recorder.record(claude_session_id=claude_session_id)
+
+    async def set_claude_session_id(
+        self, claude_session_id: str | None, *, reason: str | None = None
+    ) -> None:
+        """Store the current Claude session id and tell the clients."""
+        self._change_claude_id(claude_session_id, reason)
+        await self._recorder.write(claude_session_id=claude_session_id)
+
+    def _change_claude_id(self, claude_session_id: str | None, reason: str | None) -> None:
+        previous, self.claude_session_id = self.claude_session_id, claude_session_id
+        log.info("claude session project=%s changed", self.output_project_id)
+        if claude_session_id is not None and claude_session_id != previous:
+            for client in tuple(self.clients):
+                client.send_claude_session(claude_session_id, previous, reason)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    async def close(self, reason: CloseReason, *, swept: bool = False) -> None:
+        """End the program's whole tree and wait until the session has ended.
+
+        ``swept``: the caller has already ended the tree (many sessions at once).
+        """
+        if self._closing is None and not self._ended.done():
+            self._closing = reason
+        if self._pty is not None:
+            if swept:
+                await self._pty.terminate(self._settings.kill_grace)
+            else:
+                await self._pty.terminate(self._settings.kill_grace)
+        if self._supervisor is not None:
+            await asyncio.shield(self._supervisor)
+
+    def mark_closing(self, reason: CloseReason) -> None:
+        """Say at once that the session is ending (before a batch of closes starts)."""
+        if self._closing is None and not self._ended.done():
+            self._closing = reason
+
+    async def _supervise(self) -> None:
+        """Wait for the program to end; retry or record how it ended. Never dies silently:
+        whatever happens, the session ends and its clients are told."""
+        status = ExitStatus(None, None)
+        reason: str | None = None
+        try:
+            status, reason = await self._run()
+        except Exception as exc:
+            log.exception("supervising project=%s failed", self.output_project_id)
+            reason = f"internal error: {exc}"
+            if self._pty is not None:
+                with contextlib.suppress(Exception):
+                    await self._pty.terminate(self._settings.kill_grace)
+        finally:
+            await self._finish(status, reason)
+
+    async def _run(self) -> tuple[ExitStatus, str | None]:
+        settings = self._settings
+        attempt = 0
+        fallback_used = False
+        while True:
+            status = await self.pty.wait()
+            # Measured before the sweep below, which can take a while.
+            early = time.monotonic() - self._started_at < settings.early_exit
+            await self.pty.terminate(settings.kill_grace)  # sweep descendants
+            await self._close_tracker()
+            if self._closing is not None:
+                return status, None
+            retry: Retry | None = None
+            if not fallback_used:
+                tail = self.buffer.since(max(self.buffer.start, self.buffer.end - _TAIL))
+                retry = self.profile.after_exit(self, status, early, tail.data)
+            if retry is not None:
+                fallback_used = True
+                log.warning("retry project=%s: %s", self.output_project_id, retry.reason)
+                await self.set_claude_session_id(retry.claude_session_id, reason=retry.reason)
+            elif early and self.resumed:
+                attempt += 1
+                if attempt >= settings.respawn_attempts:
+                    return status, (
+                        f"the program exited {attempt} times right after start"
+                        f" (last: {describe(status)})"
+                    )
+                delay = settings.retry_backoff * 2 ** (attempt - 1)
+                log.warning(
+                    "respawn project=%s died at start (%s); retry in %.1fs",
+                    self.output_project_id,
+                    describe(status),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                if self._closing is not None:
+                    return status, None
+            else:
+                return status, None
+            try:
+                await self._launch()
+            except SpawnError as exc:
+                return status, str(exc)
+            if self._closing is not None:
+                # Ended while the retry was being prepared: close() ended the old program.
+                await self.pty.terminate(settings.kill_grace)
+
+    async def _finish(self, status: ExitStatus, reason: str | None) -> None:
+        closing = self._closing
+        if closing is not CloseReason.SHUTDOWN:
+            # After a shutdown the row stays "running" with the old pid: the next start ends
+            # any survivor of the tree and respawns it.
+            if closing is CloseReason.IDLE:
+                final = SessionStatus.IDLE
+            elif closing is CloseReason.STOPPED:
+                final = SessionStatus.STOPPED
+            else:
+                final = SessionStatus.FAILED if reason else SessionStatus.EXITED
+            try:
+                await self._recorder.write(
+                    status=final,
+                    status_reason=reason,
+                    pid=None,
+                    pid_start_time=None,
+                    exit_code=status.code,
+                    exit_signal=status.signal,
+                    last_activity=self.last_activity,
+                    claude_session_id=self.claude_session_id,
+                )
+            except Exception:
+                # The row keeps saying "running": the next start sweeps and respawns it.
+                log.exception("recording the end of project=%s failed", self.output_project_id)
+        await self._recorder.flush()
+        log.info(
+            "exit project=%s session=%s %s closing=%s",
+            self.output_project_id,
+            self.session_id,
+            describe(status),
+            closing,
+        )
+        if self._on_end is not None:
+            self._on_end(self, status)
+        self._ended.set_result(status)
+        self._notify_changed()
+        if closing is not CloseReason.SHUTDOWN:
+            for client in tuple(self.clients):
+                client.send_exit(status)
+
+    async def _close_tracker(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            await tracker.aclose()
+
+
+def describe(status: ExitStatus) -> str:
+    """How a program ended, for logs and reasons."""
+    if status.signal:
+        return f"killed by {status.signal}"
+    return f"exit code {status.code}"

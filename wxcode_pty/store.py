@@ -12,33 +12,55 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from .errors import WxcodePtyError
+
 __all__ = [
     "MigrationError",
+    "RowWriter",
     "SessionRecord",
+    "SessionStatus",
     "SessionStore",
     "StoreLocked",
     "default_migrations_dir",
 ]
 
+log = logging.getLogger("wxcode_pty")
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
-STATUSES = ("running", "idle", "exited", "stopped", "failed")
 
 
-class MigrationError(Exception):
+class SessionStatus(StrEnum):
+    """What a row says of its project's program (SPEC section 9)."""
+
+    #: Running, or left running by a server that stopped: the next start respawns it.
+    RUNNING = "running"
+    #: Ended by the idle reaper; the next attach resumes it.
+    IDLE = "idle"
+    #: The program exited by itself.
+    EXITED = "exited"
+    #: Ended on request (DELETE).
+    STOPPED = "stopped"
+    #: It could not be started, or kept dying right after start; ``status_reason`` says why.
+    FAILED = "failed"
+
+
+class MigrationError(WxcodePtyError):
     """A migration file is misnamed or failed; the database is left at the last good version."""
 
 
-class StoreLocked(Exception):
+class StoreLocked(WxcodePtyError):
     """Another process (another server) has the database open."""
 
 
@@ -71,7 +93,7 @@ class SessionRecord:
     kind: str
     argv: tuple[str, ...]
     cwd: str
-    status: str
+    status: SessionStatus
     created_at: float
     updated_at: float
     last_activity: float
@@ -98,6 +120,7 @@ def _to_row(record: SessionRecord) -> tuple[Any, ...]:
 def _from_row(row: Iterable[Any]) -> SessionRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["argv"] = tuple(json.loads(values["argv"]))
+    values["status"] = SessionStatus(values["status"])
     return SessionRecord(**values)
 
 
@@ -226,9 +249,60 @@ class SessionStore:
     async def delete(self, output_project_id: str) -> None:
         await self._write("DELETE FROM sessions WHERE output_project_id = ?", (output_project_id,))
 
+    def row_writer(self, output_project_id: str) -> RowWriter:
+        """Ordered writes to one project's row, for the session that runs it."""
+        return RowWriter(self, output_project_id)
+
     async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         # Every write is one statement: in autocommit mode that is its own transaction, which
         # takes the write lock at once (no read-then-write upgrade to fail) and is durable when
         # it returns. One round trip to the database thread instead of three.
         async with self._write_lock:
             await self._db.execute(sql, params)
+
+
+class RowWriter:
+    """The writes of one running session to its row, applied in the order they were made.
+
+    ``write`` is awaited by a caller that needs the write done; ``record`` is for callers that
+    must not wait (the output path learning a new Claude id): it takes its place in the same
+    order, and a failure is logged. ``flush`` waits for everything queued: a session flushes
+    before it says it has ended, so that no write of its lands after a later one
+    (``DELETE ?forget=1``) or after the store is closed.
+    """
+
+    def __init__(self, store: SessionStore, output_project_id: str) -> None:
+        self._store = store
+        self._project = output_project_id
+        self._last: asyncio.Task[None] | None = None
+        self._queued: set[asyncio.Task[None]] = set()
+
+    async def write(self, **changes: Any) -> None:
+        """Apply ``changes`` once every earlier write is done; raises what the store raises."""
+        await asyncio.shield(self._enqueue(changes))
+
+    def record(self, **changes: Any) -> None:
+        """Queue ``changes`` behind the earlier writes without waiting for them."""
+        self._enqueue(changes).add_done_callback(self._log_failure)
+
+    async def flush(self) -> None:
+        """Wait until every write made so far is done (failed ones included)."""
+        while self._queued:
+            await asyncio.wait(set(self._queued))
+
+    def _enqueue(self, changes: dict[str, Any]) -> asyncio.Task[None]:
+        # The place in the order is taken here, synchronously, not when the task first runs.
+        task = asyncio.get_running_loop().create_task(self._apply(self._last, changes))
+        self._last = task
+        self._queued.add(task)
+        task.add_done_callback(self._queued.discard)
+        return task
+
+    async def _apply(self, previous: asyncio.Task[None] | None, changes: dict[str, Any]) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})  # its failure is its caller's, not ours
+        await self._store.update(self._project, **changes)
+
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("storing a change of project=%s failed: %s", self._project, task.exception())

@@ -10,7 +10,7 @@ import asyncio
 import sys
 import time
 
-from wxcode_pty.store import SessionRecord, SessionStore
+from wxcode_pty.store import SessionRecord, SessionStatus, SessionStore
 
 
 async def main(path: str, prefix: str) -> None:
@@ -27,13 +27,13 @@ async def main(path: str, prefix: str) -> None:
                 kind="shell",
                 argv=("cat",),
                 cwd="/tmp",
-                status="running",
+                status=SessionStatus.RUNNING,
                 created_at=now,
                 updated_at=now,
                 last_activity=now,
             )
         )
-        await store.update(project, claude_session_id=f"c{n}", status="idle")
+        await store.update(project, claude_session_id=f"c{n}", status=SessionStatus.IDLE)
         print(project, flush=True)
         n += 1
 
