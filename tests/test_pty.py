@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import os
 import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -368,3 +371,39 @@ async def test_a_relative_program_path_is_found_from_the_working_directory(
     pty = await spawn(["./hello.sh"], sink, tmp_path)
     await sink.wait_for(b"hello-from-cwd")
     assert (await pty.wait()).code == 0
+
+
+async def test_terminate_reads_no_proc_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding, signalling and waiting for a tree read /proc in threads, never on the loop."""
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    real_open = builtins.open
+    real_listdir = os.listdir
+
+    def note(path: object) -> None:
+        if threading.get_ident() == loop_thread and str(path).startswith("/proc"):
+            on_loop.append(str(path))
+
+    def open_spy(file: Any, *args: Any, **kwargs: Any) -> Any:
+        note(file)
+        return real_open(file, *args, **kwargs)
+
+    def listdir_spy(path: str) -> list[str]:
+        note(path)
+        return real_listdir(path)
+
+    sink = Sink()
+    # A process that ignores SIGHUP makes the escalation go on to SIGTERM.
+    script = "sleep 1000 & (trap '' HUP; exec sleep 1000) & echo started; wait"
+    pty = await spawn(["sh", "-c", script], sink, tmp_path)
+    await sink.wait_for(b"started")
+    tree = await asyncio.to_thread(proctree.find_tree, pty.identity, pty.marker)
+    assert len(tree) == 3
+    monkeypatch.setattr(builtins, "open", open_spy)
+    monkeypatch.setattr(os, "listdir", listdir_spy)
+    await asyncio.wait_for(pty.terminate(grace=0.3), 20)
+    monkeypatch.undo()
+    assert on_loop == []
+    assert await asyncio.to_thread(proctree.alive, tree) == set()
