@@ -23,6 +23,7 @@ from wxcode_pty.pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnErr
 from wxcode_pty.settings import build_child_env
 
 from .conftest import environ_of, open_fds, program_runs, py, status_of
+from .test_proctree import count_proc_scans
 
 
 class Sink:
@@ -373,6 +374,33 @@ async def test_a_relative_program_path_is_found_from_the_working_directory(
     assert (await pty.wait()).code == 0
 
 
+async def test_many_ptys_end_with_one_scan_per_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ending twenty sessions together scans /proc once per signal step for all of them,
+    and each one's own terminate afterwards scans nothing and still has the status."""
+    sinks = [Sink() for _ in range(20)]
+    ptys = [
+        await spawn(["sh", "-c", "sleep 1000 & echo started; exec sleep 1001"], sink, tmp_path)
+        for sink in sinks
+    ]
+    for sink in sinks:
+        await sink.wait_for(b"started")
+    try:
+        scans = count_proc_scans(monkeypatch)
+        statuses = await asyncio.wait_for(BidirectionalPTY.terminate_all(ptys, grace=0.5), 30)
+        # SIGHUP ends every tree; the next step's scan finds nothing left.
+        assert len(scans) == 2
+        assert statuses == [ExitStatus(None, "SIGHUP")] * len(ptys)
+        for pty in ptys:
+            assert await asyncio.wait_for(pty.terminate(), 10) == ExitStatus(None, "SIGHUP")
+        assert len(scans) == 2
+    finally:
+        monkeypatch.undo()
+        for pty in ptys:
+            await pty.terminate(grace=0.5)
+
+
 async def test_terminate_reads_no_proc_on_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -407,3 +435,28 @@ async def test_terminate_reads_no_proc_on_the_loop(
     monkeypatch.undo()
     assert on_loop == []
     assert await asyncio.to_thread(proctree.alive, tree) == set()
+
+
+async def test_the_spawns_kill_grace_ends_leftovers(tmp_path: Path) -> None:
+    """After the program's own exit, its leftovers are ended with the grace given to spawn."""
+    sink = Sink()
+    # The leftover holds the terminal and ignores SIGHUP and SIGTERM: only SIGKILL, after
+    # twice the grace, ends it and with it the output.
+    script = (
+        "setsid sh -c 'trap \"\" HUP TERM; echo $$ > pid; exec sleep 1000' & "
+        "while [ ! -s pid ]; do sleep 0.01; done; echo bye"
+    )
+    started = time.monotonic()
+    pty = await BidirectionalPTY.spawn(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        env=build_child_env(("PATH",), {}, "xterm-256color"),
+        on_output=sink,
+        marker="test-" + os.urandom(4).hex(),
+        kill_grace=0.1,
+    )
+    assert await asyncio.wait_for(pty.wait(), 20) == ExitStatus(0, None)
+    # Linger 0.5 s, then two graces of 0.1 s (not of 1 s each).
+    assert time.monotonic() - started < 1.8
+    leftover = proctree.identify(int((tmp_path / "pid").read_text()))
+    assert leftover is None or "sleep" not in Path(f"/proc/{leftover.pid}/cmdline").read_text()
