@@ -7,6 +7,8 @@ import builtins
 import hashlib
 import os
 import random
+import select
+import selectors
 import shutil
 import signal
 import subprocess
@@ -435,6 +437,46 @@ async def test_terminate_reads_no_proc_on_the_loop(
     monkeypatch.undo()
     assert on_loop == []
     assert await asyncio.to_thread(proctree.alive, tree) == set()
+
+
+async def test_a_reap_held_by_another_thread_does_not_spin_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another thread holds Popen's waitpid lock (a ``wait()`` in a thread), the exit
+    cannot be reaped: the loop must wait for it, not poll the readable pidfd flat out."""
+    sink = Sink()
+    pty = await spawn(["sh", "-c", "echo started; exec sleep 0.3"], sink, tmp_path)
+    await sink.wait_for(b"started")
+    # Loop iterations are counted as well as CPU time: on a busy machine a spinning loop
+    # gets little CPU, but still thousands of iterations.
+    selector: selectors.BaseSelector = vars(asyncio.get_running_loop())["_selector"]
+    real_select = selector.select
+    wakeups = [0]
+
+    def select_spy(timeout: float | None = None) -> Any:
+        wakeups[0] += 1
+        return real_select(timeout)
+
+    lock: threading.Lock = vars(pty._process)["_waitpid_lock"]
+    lock.acquire()
+    try:
+        pidfd = os.pidfd_open(pty.pid)
+        try:
+            readable, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], 10)
+        finally:
+            os.close(pidfd)
+        assert readable, "the program did not exit"
+        monkeypatch.setattr(selector, "select", select_spy)
+        cpu_before = time.process_time()
+        await asyncio.sleep(0.5)  # the window in which the loop's work is measured
+        spent = time.process_time() - cpu_before
+        monkeypatch.undo()
+    finally:
+        lock.release()
+    assert wakeups[0] < 50 and spent < 0.05, (
+        f"{wakeups[0]} loop iterations, {spent:.2f} s of CPU in 0.5 s while the reap was held"
+    )
+    assert await asyncio.wait_for(pty.wait(), 10) == ExitStatus(0, None)
 
 
 async def test_the_spawns_kill_grace_ends_leftovers(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ _LINGER = 0.5
 _FULL_READ = 4095
 #: A PTY whose last wakeup brought at least this much is "busy" (a flood, not typing).
 _BUSY = 2048
+#: Longest pause between attempts to reap an exited program that another thread is reaping.
+_REAP_RETRY_MAX = 0.1
 #: Threads that fork and exec programs: their own, so that neither a host's use of the
 #: default executor nor the loop's closing can hold up a spawn or its cleanup.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(
@@ -332,6 +334,7 @@ class BidirectionalPTY:
         self._done: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._ending: asyncio.Task[None] | None = None
         self._kill_grace = kill_grace
+        self._reap_delay = 0.001
         self._pidfd = os.pidfd_open(process.pid)
         if not paused:
             self._loop.add_reader(self._fd, self._on_readable)
@@ -586,6 +589,12 @@ class BidirectionalPTY:
     def _on_program_exit(self) -> None:
         returncode = self._process.poll()
         if returncode is None:
+            # Another thread holds Popen's waitpid lock (a wait() in a thread). The pidfd stays
+            # readable until the program is reaped: stop watching it (the loop would spin) and
+            # try again after a pause that grows.
+            self._loop.remove_reader(self._pidfd)
+            self._loop.call_later(self._reap_delay, self._on_program_exit)
+            self._reap_delay = min(self._reap_delay * 2, _REAP_RETRY_MAX)
             return
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
