@@ -65,10 +65,10 @@ class ReadBudget:
     Per loop iteration only ``per_iteration`` busy PTYs are read (the others stay readable
     and are served next time round), and while more than one is busy each gets a single
     read per wakeup. A lone stream still reads in bulk, and a PTY that is not busy (someone
-    typing) is always read at once. A read from a flooding PTY can wait milliseconds for the
-    kernel's tty worker; without this, fifty ``yes`` sessions make each pass of the loop take
-    hundreds of milliseconds and every echo waits for all of them. Measured with 50 floods
-    (echo p99): 4 per iteration 100 ms, 2: 52 ms, 1: 23 ms, at the same flood throughput.
+    typing) is always read at once. A read from a flooding PTY can wait for the kernel's tty
+    worker; without this, many ``yes`` sessions make each pass of the loop long and every echo
+    waits for all of them. One read per iteration gives the lowest echo latency at the same
+    flood throughput (bench/README.md).
     """
 
     def __init__(self, per_iteration: int = 1) -> None:
@@ -244,7 +244,7 @@ def _start_program(
             raise SpawnError(f"executable not found: {argv[0]}")
         prefix = _session_prefix()
         try:
-            # Without a Python preexec_fn, Popen can use vfork: 0.2 ms instead of 4 ms in a
+            # Without a Python preexec_fn, Popen can use vfork: much cheaper than a fork of a
             # big server, and no copy-on-write faults in its other threads afterwards.
             process = subprocess.Popen(
                 list(argv) if prefix is None else [*prefix, *argv],
@@ -471,7 +471,7 @@ class BidirectionalPTY:
             else:
                 # Handed on at once: while its frames go out, the kernel's tty worker refills
                 # the PTY, so the next read finds data instead of sleeping until the worker has
-                # run (2-3x the throughput at half the CPU per byte, for one client).
+                # run (more throughput at less CPU per byte, for one client).
                 self._on_output(data)
             if len(data) < _FULL_READ or self._paused:
                 break
