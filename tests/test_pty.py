@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import os
 import random
+import select
+import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +25,7 @@ from wxcode_pty.pty import BidirectionalPTY, ExitStatus, InputOverflow, SpawnErr
 from wxcode_pty.settings import build_child_env
 
 from .conftest import environ_of, open_fds, program_runs, py, status_of
+from .test_proctree import count_proc_scans
 
 
 class Sink:
@@ -368,3 +374,131 @@ async def test_a_relative_program_path_is_found_from_the_working_directory(
     pty = await spawn(["./hello.sh"], sink, tmp_path)
     await sink.wait_for(b"hello-from-cwd")
     assert (await pty.wait()).code == 0
+
+
+async def test_many_ptys_end_with_one_scan_per_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ending twenty sessions together scans /proc once per signal step for all of them,
+    and each one's own terminate afterwards scans nothing and still has the status."""
+    sinks = [Sink() for _ in range(20)]
+    ptys = [
+        await spawn(["sh", "-c", "sleep 1000 & echo started; exec sleep 1001"], sink, tmp_path)
+        for sink in sinks
+    ]
+    for sink in sinks:
+        await sink.wait_for(b"started")
+    try:
+        scans = count_proc_scans(monkeypatch)
+        statuses = await asyncio.wait_for(BidirectionalPTY.terminate_all(ptys, grace=0.5), 30)
+        # SIGHUP ends every tree; the next step's scan finds nothing left.
+        assert len(scans) == 2
+        assert statuses == [ExitStatus(None, "SIGHUP")] * len(ptys)
+        for pty in ptys:
+            assert await asyncio.wait_for(pty.terminate(), 10) == ExitStatus(None, "SIGHUP")
+        assert len(scans) == 2
+    finally:
+        monkeypatch.undo()
+        for pty in ptys:
+            await pty.terminate(grace=0.5)
+
+
+async def test_terminate_reads_no_proc_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding, signalling and waiting for a tree read /proc in threads, never on the loop."""
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    real_open = builtins.open
+    real_listdir = os.listdir
+
+    def note(path: object) -> None:
+        if threading.get_ident() == loop_thread and str(path).startswith("/proc"):
+            on_loop.append(str(path))
+
+    def open_spy(file: Any, *args: Any, **kwargs: Any) -> Any:
+        note(file)
+        return real_open(file, *args, **kwargs)
+
+    def listdir_spy(path: str) -> list[str]:
+        note(path)
+        return real_listdir(path)
+
+    sink = Sink()
+    # A process that ignores SIGHUP makes the escalation go on to SIGTERM.
+    script = "sleep 1000 & (trap '' HUP; exec sleep 1000) & echo started; wait"
+    pty = await spawn(["sh", "-c", script], sink, tmp_path)
+    await sink.wait_for(b"started")
+    tree = await asyncio.to_thread(proctree.find_tree, pty.identity, pty.marker)
+    assert len(tree) == 3
+    monkeypatch.setattr(builtins, "open", open_spy)
+    monkeypatch.setattr(os, "listdir", listdir_spy)
+    await asyncio.wait_for(pty.terminate(grace=0.3), 20)
+    monkeypatch.undo()
+    assert on_loop == []
+    assert await asyncio.to_thread(proctree.alive, tree) == set()
+
+
+async def test_a_reap_held_by_another_thread_does_not_spin_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another thread holds Popen's waitpid lock (a ``wait()`` in a thread), the exit
+    cannot be reaped: the loop must wait for it, not poll the readable pidfd flat out."""
+    sink = Sink()
+    pty = await spawn(["sh", "-c", "echo started; exec sleep 0.3"], sink, tmp_path)
+    await sink.wait_for(b"started")
+    # Loop iterations are counted as well as CPU time: on a busy machine a spinning loop
+    # gets little CPU, but still thousands of iterations.
+    selector: selectors.BaseSelector = vars(asyncio.get_running_loop())["_selector"]
+    real_select = selector.select
+    wakeups = [0]
+
+    def select_spy(timeout: float | None = None) -> Any:
+        wakeups[0] += 1
+        return real_select(timeout)
+
+    lock: threading.Lock = vars(pty._process)["_waitpid_lock"]
+    lock.acquire()
+    try:
+        pidfd = os.pidfd_open(pty.pid)
+        try:
+            readable, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], 10)
+        finally:
+            os.close(pidfd)
+        assert readable, "the program did not exit"
+        monkeypatch.setattr(selector, "select", select_spy)
+        cpu_before = time.process_time()
+        await asyncio.sleep(0.5)  # the window in which the loop's work is measured
+        spent = time.process_time() - cpu_before
+        monkeypatch.undo()
+    finally:
+        lock.release()
+    assert wakeups[0] < 50 and spent < 0.05, (
+        f"{wakeups[0]} loop iterations, {spent:.2f} s of CPU in 0.5 s while the reap was held"
+    )
+    assert await asyncio.wait_for(pty.wait(), 10) == ExitStatus(0, None)
+
+
+async def test_the_spawns_kill_grace_ends_leftovers(tmp_path: Path) -> None:
+    """After the program's own exit, its leftovers are ended with the grace given to spawn."""
+    sink = Sink()
+    # The leftover holds the terminal and ignores SIGHUP and SIGTERM: only SIGKILL, after
+    # twice the grace, ends it and with it the output.
+    script = (
+        "setsid sh -c 'trap \"\" HUP TERM; echo $$ > pid; exec sleep 1000' & "
+        "while [ ! -s pid ]; do sleep 0.01; done; echo bye"
+    )
+    started = time.monotonic()
+    pty = await BidirectionalPTY.spawn(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        env=build_child_env(("PATH",), {}, "xterm-256color"),
+        on_output=sink,
+        marker="test-" + os.urandom(4).hex(),
+        kill_grace=0.1,
+    )
+    assert await asyncio.wait_for(pty.wait(), 20) == ExitStatus(0, None)
+    # Linger 0.5 s, then two graces of 0.1 s (not of 1 s each).
+    assert time.monotonic() - started < 1.8
+    leftover = proctree.identify(int((tmp_path / "pid").read_text()))
+    assert leftover is None or "sleep" not in Path(f"/proc/{leftover.pid}/cmdline").read_text()

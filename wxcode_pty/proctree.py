@@ -18,17 +18,21 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "MARKER_ENV",
     "ProcessId",
+    "Tree",
+    "alive",
     "each_process",
     "end_marked",
     "end_processes",
+    "end_trees",
     "find_marked",
     "find_tree",
+    "find_trees",
     "identify",
     "is_alive",
 ]
@@ -92,12 +96,23 @@ def is_alive(process: ProcessId) -> bool:
     return identify(process.pid) == process
 
 
-def _has_marker(pid: int, marker: bytes) -> bool:
+def alive(processes: Iterable[ProcessId]) -> set[ProcessId]:
+    """Those of ``processes`` that still run. Blocking (it reads ``/proc``): run it in a
+    thread, once for a whole set."""
+    return {process for process in processes if is_alive(process)}
+
+
+def _read_fields(pid: int | str, entry: str) -> list[bytes] | None:
+    """``/proc/<pid>/<entry>`` split at NULs; None when the process vanished or hides it."""
     try:
-        with open(f"{_PROC}/{pid}/environ", "rb") as f:
-            return marker in f.read().split(b"\0")
+        with open(f"{_PROC}/{pid}/{entry}", "rb") as f:
+            return f.read().split(b"\0")
     except OSError:
-        return False
+        return None
+
+
+#: A session's tree: its program (None when unknown) and its marker value (None: no marker).
+Tree = tuple[ProcessId | None, str | None]
 
 
 def find_tree(root: ProcessId | None, marker_value: str | None = None) -> set[ProcessId]:
@@ -105,37 +120,57 @@ def find_tree(root: ProcessId | None, marker_value: str | None = None) -> set[Pr
 
     Blocking (it reads ``/proc``): call it through ``asyncio.to_thread``.
     """
+    return find_trees([(root, marker_value)])[0]
+
+
+def find_trees(trees: Sequence[Tree]) -> list[set[ProcessId]]:
+    """The live processes of each of several trees (see :func:`find_tree`), in one pass over
+    ``/proc`` for all of them.
+
+    Blocking (it reads ``/proc``): call it through ``asyncio.to_thread``.
+    """
+    me = os.getpid()
     stats: dict[int, _Stat] = {}
     children: dict[int, list[int]] = {}
     for name in os.listdir(_PROC):
         if not name.isdigit():
             continue
         stat = _read_stat(int(name))
-        if stat is None or stat.state in ("Z", "X"):
+        if stat is None or stat.state in ("Z", "X") or stat.pid == me:
             continue
         stats[stat.pid] = stat
         children.setdefault(stat.ppid, []).append(stat.pid)
 
-    found: set[int] = set()
-    if root is not None:
+    found: list[set[int]] = [set() for _ in trees]
+    by_session: dict[int, list[int]] = {}
+    by_marker: dict[bytes, list[int]] = {}
+    for i, (root, marker_value) in enumerate(trees):
+        if marker_value is not None:
+            by_marker.setdefault(f"{MARKER_ENV}={marker_value}".encode(), []).append(i)
+        if root is None:
+            continue
         root_stat = stats.get(root.pid)
         if root_stat is not None and root_stat.start_time == root.start_time:
             stack = [root.pid]
             while stack:
                 pid = stack.pop()
-                if pid not in found:
-                    found.add(pid)
+                if pid not in found[i]:
+                    found[i].add(pid)
                     stack.extend(children.get(pid, ()))
         if root_stat is None or root_stat.start_time == root.start_time:
             # The root led its own session; members outlive it, keeping its pid as their sid
             # (unless that pid was reused, checked above).
-            found.update(pid for pid, s in stats.items() if s.sid == root.pid)
-    if marker_value is not None:
-        marker = f"{MARKER_ENV}={marker_value}".encode()
-        me = os.getpid()
-        found.update(pid for pid in stats if pid != me and _has_marker(pid, marker))
-    found.discard(os.getpid())
-    return {ProcessId(pid, stats[pid].start_time) for pid in found}
+            by_session.setdefault(root.pid, []).append(i)
+    for pid, stat in stats.items():
+        for i in by_session.get(stat.sid, ()):
+            found[i].add(pid)
+        if by_marker:
+            for entry in _read_fields(pid, "environ") or ():
+                if entry in by_marker:
+                    for i in by_marker[entry]:
+                        found[i].add(pid)
+                    break
+    return [{ProcessId(pid, stats[pid].start_time) for pid in pids} for pids in found]
 
 
 def find_marked(marker_values: Iterable[str]) -> dict[str, set[ProcessId]]:
@@ -144,17 +179,8 @@ def find_marked(marker_values: Iterable[str]) -> dict[str, set[ProcessId]]:
     Blocking: call it through ``asyncio.to_thread``. For restart recovery, where one pass
     instead of one per session is what keeps a restart of hundreds of sessions fast.
     """
-    wanted = {f"{MARKER_ENV}={value}".encode(): value for value in marker_values}
-    found: dict[str, set[ProcessId]] = {value: set() for value in wanted.values()}
-    for pid, entries in each_process("environ"):
-        for entry in entries:
-            value = wanted.get(entry)
-            if value is not None:
-                process = identify(pid)
-                if process is not None:
-                    found[value].add(process)
-                break
-    return found
+    values = list(marker_values)
+    return dict(zip(values, find_trees([(None, v) for v in values]), strict=True))
 
 
 def each_process(entry: str) -> Iterator[tuple[int, list[bytes]]]:
@@ -165,81 +191,83 @@ def each_process(entry: str) -> Iterator[tuple[int, list[bytes]]]:
     """
     me = os.getpid()
     for name in os.listdir(_PROC):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"{_PROC}/{name}/{entry}", "rb") as f:
-                fields = f.read().split(b"\0")
-        except OSError:
-            continue
-        yield int(name), fields
+        if name.isdigit() and int(name) != me:
+            fields = _read_fields(name, entry)
+            if fields is not None:
+                yield int(name), fields
 
 
-def _signal_all(processes: Iterable[ProcessId], signum: int) -> None:
+def _signal_all(processes: Iterable[ProcessId], signums: Sequence[int]) -> set[ProcessId]:
+    """Send ``signums`` to each process that still runs; those it was sent to. Blocking (it
+    reads ``/proc``): run it in a thread."""
+    signalled: set[ProcessId] = set()
     for process in processes:
         # Re-check the identity right before the signal: never signal a reused pid.
         if is_alive(process):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signum)
+                for signum in signums:
+                    os.kill(process.pid, signum)
+                signalled.add(process)
+    return signalled
 
 
-async def _wait_gone(processes: set[ProcessId], deadline: float) -> set[ProcessId]:
+async def _wait_gone(processes: set[ProcessId], deadline: float) -> None:
     loop = asyncio.get_running_loop()
     delay = 0.005
-    while True:
-        alive = {p for p in processes if is_alive(p)}
-        if not alive or loop.time() >= deadline:
-            return alive
-        # Processes that are not our children cannot be awaited; poll with a growing step.
+    # Processes that are not our children cannot be awaited; poll with a growing step, each
+    # poll one thread hop for the whole set.
+    while await asyncio.to_thread(alive, processes) and loop.time() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
         delay = min(delay * 2, 0.1)
 
 
-async def _escalate(find: Callable[[], set[ProcessId]], grace: float) -> set[ProcessId]:
-    """SIGHUP, then SIGTERM, then SIGKILL, each after ``grace`` (5 s for the kill), to what
-    ``find`` (blocking, run in a thread) returns before each step, and once more after the
-    kill for anything forked meanwhile; the union is kept so that a process re-parented away
-    is not lost. Returns every process found."""
+#: The escalation: each signal, and how long to wait for it to take (None: the grace). The
+#: second SIGKILL is a last sweep for anything forked during the first.
+_STEPS = (
+    (signal.SIGHUP, None),
+    (signal.SIGTERM, None),
+    (signal.SIGKILL, 5.0),
+    (signal.SIGKILL, 5.0),
+)
+
+
+async def end_trees(trees: Sequence[Tree], *, grace: float = 2.0) -> list[set[ProcessId]]:
+    """End several whole trees (see :func:`find_tree`) together: SIGHUP, then SIGTERM, then
+    SIGKILL, each after ``grace`` (5 s for the kill), and once more after the kill for
+    anything forked meanwhile.
+
+    Before each step, one pass over ``/proc`` finds every tree again, so that processes forked
+    meanwhile are caught; what was found earlier is kept, so that a process re-parented away
+    is not lost. Returns the processes found for each tree (all of them are gone when this
+    returns, unless they are unkillable, e.g. in uninterruptible sleep).
+    """
+    if not trees:
+        return []
     loop = asyncio.get_running_loop()
-    seen: set[ProcessId] = set()
-    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL):
-        seen |= await asyncio.to_thread(find)
-        alive = {p for p in seen if is_alive(p)}
-        if not alive:
+    seen: list[set[ProcessId]] = [set() for _ in trees]
+
+    def find_and_signal(signums: Sequence[int]) -> set[ProcessId]:
+        for known, found in zip(seen, find_trees(trees), strict=True):
+            known |= found
+        return _signal_all(set().union(*seen), signums)
+
+    for signum, wait in _STEPS:
+        # A stopped process would never act on SIGHUP/SIGTERM.
+        signums = [signum] if signum == signal.SIGKILL else [signum, signal.SIGCONT]
+        signalled = await asyncio.to_thread(find_and_signal, signums)
+        if not signalled:
             break
-        _signal_all(alive, signum)
-        if signum != signal.SIGKILL:
-            # A stopped process would never act on SIGHUP/SIGTERM.
-            _signal_all(alive, signal.SIGCONT)
-        await _wait_gone(alive, loop.time() + (grace if signum != signal.SIGKILL else 5.0))
-    else:
-        # One last sweep for anything forked during the SIGKILL step.
-        late = {p for p in await asyncio.to_thread(find) if is_alive(p)}
-        if late:
-            _signal_all(late, signal.SIGKILL)
-            await _wait_gone(late, loop.time() + 5.0)
-            seen |= late
+        await _wait_gone(signalled, loop.time() + (grace if wait is None else wait))
     return seen
 
 
 async def end_marked(marker_values: Iterable[str], *, grace: float = 2.0) -> None:
-    """End every process carrying any of the markers, with one pass over ``/proc`` per step
-    for all of them together."""
-    values = list(marker_values)
-
-    def find() -> set[ProcessId]:
-        return set().union(*find_marked(values).values())
-
-    await _escalate(find, grace)
+    """End every process carrying any of the markers (:func:`end_trees` without roots)."""
+    await end_trees([(None, value) for value in marker_values], grace=grace)
 
 
 async def end_processes(
     root: ProcessId | None, marker_value: str | None, *, grace: float = 2.0
 ) -> set[ProcessId]:
-    """End a whole tree: SIGHUP, then SIGTERM, then SIGKILL, each after ``grace``.
-
-    The tree is looked up again before every step so that processes forked meanwhile are
-    caught. Returns the processes that were found (all of them are gone when this returns,
-    unless they are unkillable, e.g. in uninterruptible sleep).
-    """
-    return await _escalate(lambda: find_tree(root, marker_value), grace)
+    """End one whole tree (see :func:`end_trees`); the processes that were found."""
+    return (await end_trees([(root, marker_value)], grace=grace))[0]

@@ -23,7 +23,7 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,8 @@ _LINGER = 0.5
 _FULL_READ = 4095
 #: A PTY whose last wakeup brought at least this much is "busy" (a flood, not typing).
 _BUSY = 2048
+#: Longest pause between attempts to reap an exited program that another thread is reaping.
+_REAP_RETRY_MAX = 0.1
 #: Threads that fork and exec programs: their own, so that neither a host's use of the
 #: default executor nor the loop's closing can hold up a spawn or its cleanup.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(
@@ -63,10 +65,10 @@ class ReadBudget:
     Per loop iteration only ``per_iteration`` busy PTYs are read (the others stay readable
     and are served next time round), and while more than one is busy each gets a single
     read per wakeup. A lone stream still reads in bulk, and a PTY that is not busy (someone
-    typing) is always read at once. A read from a flooding PTY can wait milliseconds for the
-    kernel's tty worker; without this, fifty ``yes`` sessions make each pass of the loop take
-    hundreds of milliseconds and every echo waits for all of them. Measured with 50 floods
-    (echo p99): 4 per iteration 100 ms, 2: 52 ms, 1: 23 ms, at the same flood throughput.
+    typing) is always read at once. A read from a flooding PTY can wait for the kernel's tty
+    worker; without this, many ``yes`` sessions make each pass of the loop long and every echo
+    waits for all of them. One read per iteration gives the lowest echo latency at the same
+    flood throughput (bench/README.md).
     """
 
     def __init__(self, per_iteration: int = 1) -> None:
@@ -242,7 +244,7 @@ def _start_program(
             raise SpawnError(f"executable not found: {argv[0]}")
         prefix = _session_prefix()
         try:
-            # Without a Python preexec_fn, Popen can use vfork: 0.2 ms instead of 4 ms in a
+            # Without a Python preexec_fn, Popen can use vfork: much cheaper than a fork of a
             # big server, and no copy-on-write faults in its other threads afterwards.
             process = subprocess.Popen(
                 list(argv) if prefix is None else [*prefix, *argv],
@@ -310,6 +312,7 @@ class BidirectionalPTY:
         input_limit: int,
         paused: bool,
         budget: ReadBudget | None,
+        kill_grace: float,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._process = process
@@ -330,6 +333,8 @@ class BidirectionalPTY:
         self._status: ExitStatus | None = None
         self._done: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._ending: asyncio.Task[None] | None = None
+        self._kill_grace = kill_grace
+        self._reap_delay = 0.001
         self._pidfd = os.pidfd_open(process.pid)
         if not paused:
             self._loop.add_reader(self._fd, self._on_readable)
@@ -349,6 +354,7 @@ class BidirectionalPTY:
         input_limit: int = 1 << 20,
         paused: bool = False,
         budget: ReadBudget | None = None,
+        kill_grace: float = 2.0,
     ) -> BidirectionalPTY:
         """Start ``argv`` on a new PTY in its own session, in ``cwd`` with exactly ``env``.
 
@@ -356,7 +362,9 @@ class BidirectionalPTY:
         descendant can be found when the session ends. With ``paused``, output is not read
         until :meth:`resume_reading` (the program blocks once the PTY buffer is full), so
         that a first client can attach before anything is produced. PTYs spawned with one
-        ``budget`` share the loop fairly when they flood.
+        ``budget`` share the loop fairly when they flood. ``kill_grace`` is the time each
+        signal gets to take when the tree is ended (see :meth:`terminate`), also when
+        descendants outlive the program.
 
         The fork and exec run in a worker thread (about a millisecond each, which a loop
         starting many sessions at once would otherwise spend blocked).
@@ -373,7 +381,17 @@ class BidirectionalPTY:
             started.add_done_callback(_discard_started)
             raise
         try:
-            return cls(process, master, identity, marker, on_output, input_limit, paused, budget)
+            return cls(
+                process,
+                master,
+                identity,
+                marker,
+                on_output,
+                input_limit,
+                paused,
+                budget,
+                kill_grace,
+            )
         except OSError as exc:
             # No pidfd (out of descriptors): the program would run unwatched. Undo the spawn
             # (in a spawn thread: reaping waits for the kill to take).
@@ -453,7 +471,7 @@ class BidirectionalPTY:
             else:
                 # Handed on at once: while its frames go out, the kernel's tty worker refills
                 # the PTY, so the next read finds data instead of sleeping until the worker has
-                # run (2-3x the throughput at half the CPU per byte, for one client).
+                # run (more throughput at less CPU per byte, for one client).
                 self._on_output(data)
             if len(data) < _FULL_READ or self._paused:
                 break
@@ -519,10 +537,14 @@ class BidirectionalPTY:
         with contextlib.suppress(OSError):
             fcntl.ioctl(self._fd, termios.TIOCSWINSZ, _winsize(cols, rows))
 
-    async def terminate(self, grace: float = 2.0) -> ExitStatus:
-        """End the program's whole tree (SIGHUP, SIGTERM, SIGKILL) and return its status."""
+    async def terminate(self, grace: float | None = None) -> ExitStatus:
+        """End the program's whole tree (SIGHUP, SIGTERM, SIGKILL, each after ``grace``, by
+        default the spawn's ``kill_grace``) and return its status. Called again, or after
+        :meth:`terminate_all`, it waits for the same ending."""
         if self._ending is None:
-            self._ending = self._loop.create_task(self._end_tree(grace))
+            grace = self._kill_grace if grace is None else grace
+            sweep = proctree.end_processes(self.identity, self.marker, grace=grace)
+            self._ending = self._loop.create_task(self._end_tree(grace, sweep))
         # After a natural exit this waits for the sweep of the program's descendants.
         await asyncio.shield(self._ending)
         if not self._done.done():
@@ -530,8 +552,34 @@ class BidirectionalPTY:
             self._finish()
         return self._done.result()
 
-    async def _end_tree(self, grace: float) -> None:
-        await proctree.end_processes(self.identity, self.marker, grace=grace)
+    @staticmethod
+    async def terminate_all(
+        ptys: Sequence[BidirectionalPTY], grace: float | None = None
+    ) -> list[ExitStatus]:
+        """:meth:`terminate` many PTYs together, with one pass over ``/proc`` per signal for
+        all their trees (a pass each would make ending hundreds of sessions quadratic). The
+        statuses in the order of ``ptys``.
+
+        Without ``grace``, each PTY waits with its own ``kill_grace`` and the signals are
+        spaced by the longest of them. A PTY already ending (after its program's own exit, or
+        a terminate) finishes that ending instead.
+        """
+        # Each PTY is marked as ending before any signal is sent: a program that exits from
+        # the shared sweep must not start a sweep of its own.
+        fresh = [pty for pty in ptys if pty._ending is None]
+        if fresh:
+            graces = [pty._kill_grace if grace is None else grace for pty in fresh]
+            sweep = asyncio.ensure_future(
+                proctree.end_trees([(pty.identity, pty.marker) for pty in fresh], grace=max(graces))
+            )
+            for pty, own_grace in zip(fresh, graces, strict=True):
+                pty._ending = pty._loop.create_task(pty._end_tree(own_grace, asyncio.shield(sweep)))
+        return await asyncio.gather(*(pty.terminate(grace) for pty in ptys))
+
+    async def _end_tree(self, grace: float, sweep: Awaitable[object]) -> None:
+        """Wait for ``sweep`` (which ends the tree), then, each for at most ``grace``, for the
+        exit status and the end of the output."""
+        await sweep
         if self._status is None:
             # The program was ours to reap; its pidfd callback may not have run yet.
             await asyncio.wait({self._done}, timeout=grace)
@@ -541,6 +589,12 @@ class BidirectionalPTY:
     def _on_program_exit(self) -> None:
         returncode = self._process.poll()
         if returncode is None:
+            # Another thread holds Popen's waitpid lock (a wait() in a thread). The pidfd stays
+            # readable until the program is reaped: stop watching it (the loop would spin) and
+            # try again after a pause that grows.
+            self._loop.remove_reader(self._pidfd)
+            self._loop.call_later(self._reap_delay, self._on_program_exit)
+            self._reap_delay = min(self._reap_delay * 2, _REAP_RETRY_MAX)
             return
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
@@ -558,9 +612,9 @@ class BidirectionalPTY:
     async def _end_lingering(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stream_ended.wait(), timeout=_LINGER)
-        await proctree.end_processes(self.identity, self.marker, grace=1.0)
+        await proctree.end_processes(self.identity, self.marker, grace=self._kill_grace)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stream_ended.wait(), timeout=2.0)
+            await asyncio.wait_for(self._stream_ended.wait(), timeout=self._kill_grace)
         self._finish()
 
     def _maybe_finish(self) -> None:
