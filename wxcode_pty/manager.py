@@ -22,7 +22,7 @@ from . import proctree
 from .claude import ClaudeCommand
 from .commands import CommandProfile, ShellCommand
 from .errors import WxcodePtyError
-from .pty import ExitStatus, ReadBudget, SpawnError
+from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .session import CloseReason, PTYSession
 from .settings import Settings, valid_project_id
 from .store import SessionRecord, SessionStatus, SessionStore
@@ -78,20 +78,13 @@ def _make_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def _left_running(rows: list[SessionRecord]) -> list[SessionRecord]:
-    """The rows of which some process still runs: their program (pid plus start time) or
-    anything carrying their marker. One pass over ``/proc`` for all of them; blocking."""
-    marked = proctree.find_marked([row.session_id for row in rows])
-    return [
-        row
-        for row in rows
-        if marked[row.session_id]
-        or (
-            row.pid is not None
-            and row.pid_start_time is not None
-            and proctree.is_alive(proctree.ProcessId(row.pid, row.pid_start_time))
-        )
-    ]
+def _old_tree(row: SessionRecord) -> proctree.Tree:
+    """What may be left of a row's previous run: its program (pid plus start time, never a
+    reused pid) and anything carrying its marker."""
+    root = None
+    if row.pid is not None and row.pid_start_time is not None:
+        root = proctree.ProcessId(row.pid, row.pid_start_time)
+    return root, row.session_id
 
 
 class PTYSessionManager:
@@ -125,9 +118,18 @@ class PTYSessionManager:
         if not rows:
             return
         log.info("recovery: %d session(s) were running", len(rows))
-        # The old trees go first: a respawn must never run beside its predecessor.
-        left = await asyncio.to_thread(_left_running, rows)
-        await asyncio.gather(*(self._end_old_tree(row) for row in left))
+        # The old trees go first, all together: a respawn must never run beside its
+        # predecessor.
+        ended = await proctree.end_trees(
+            [_old_tree(row) for row in rows], grace=self.settings.kill_grace
+        )
+        for row, processes in zip(rows, ended, strict=True):
+            if processes:
+                log.info(
+                    "ended %d process(es) left from project=%s",
+                    len(processes),
+                    row.output_project_id,
+                )
         self._swept.update(row.session_id for row in rows)
         if not self.settings.respawn_on_start:
             return
@@ -358,11 +360,9 @@ class PTYSessionManager:
         self._by_id.pop(session.session_id, None)
 
     async def _end_old_tree(self, row: SessionRecord) -> None:
-        """Make sure nothing of a row's previous run survives (pid plus start time, marker)."""
-        root = None
-        if row.pid is not None and row.pid_start_time is not None:
-            root = proctree.ProcessId(row.pid, row.pid_start_time)
-        ended = await proctree.end_processes(root, row.session_id, grace=self.settings.kill_grace)
+        """Make sure nothing of a row's previous run survives."""
+        root, marker = _old_tree(row)
+        ended = await proctree.end_processes(root, marker, grace=self.settings.kill_grace)
         if ended:
             log.info("ended %d process(es) left from project=%s", len(ended), row.output_project_id)
 
@@ -429,14 +429,8 @@ class PTYSessionManager:
         for session in sessions:
             # At once: a client attaching meanwhile must see the session as ending.
             session.mark_closing(reason)
-        swept = len(sessions) > 1
-        if swept:
-            await proctree.end_marked(
-                [s.session_id for s in sessions], grace=self.settings.kill_grace
-            )
-        results = await asyncio.gather(
-            *(s.close(reason, swept=swept) for s in sessions), return_exceptions=True
-        )
+        await BidirectionalPTY.terminate_all([s.pty for s in sessions], self.settings.kill_grace)
+        results = await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, Exception):
                 log.error("ending project=%s failed: %s", session.output_project_id, result)

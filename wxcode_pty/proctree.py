@@ -27,7 +27,6 @@ __all__ = [
     "Tree",
     "alive",
     "each_process",
-    "end_marked",
     "end_processes",
     "end_trees",
     "find_marked",
@@ -259,11 +258,6 @@ async def end_trees(trees: Sequence[Tree], *, grace: float = 2.0) -> list[set[Pr
             break
         await _wait_gone(signalled, loop.time() + (grace if wait is None else wait))
     return seen
-
-
-async def end_marked(marker_values: Iterable[str], *, grace: float = 2.0) -> None:
-    """End every process carrying any of the markers (:func:`end_trees` without roots)."""
-    await end_trees([(None, value) for value in marker_values], grace=grace)
 
 
 async def end_processes(

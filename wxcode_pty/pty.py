@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import proctree
+from .errors import WxcodePtyError
 
 __all__ = [
     "BidirectionalPTY",
@@ -96,15 +97,15 @@ class ReadBudget:
         self._rolling = False
 
 
-class SpawnError(Exception):
+class SpawnError(WxcodePtyError):
     """The program could not be started (missing executable, bad cwd, ...)."""
 
 
-class InputOverflow(Exception):
+class InputOverflow(WxcodePtyError):
     """Input was refused: the program is not reading and the input queue is full."""
 
 
-class PTYClosed(Exception):
+class PTYClosed(WxcodePtyError):
     """The PTY has ended; it takes no more input."""
 
 

@@ -255,6 +255,7 @@ class PTYSession:
                 input_limit=settings.input_limit,
                 paused=self._held,
                 budget=self._budget,
+                kill_grace=settings.kill_grace,
             )
         except asyncio.CancelledError:
             # Cancelled while the program was being started (its thread ends it): the plan's
@@ -296,7 +297,7 @@ class PTYSession:
             )
         except Exception as exc:
             # Not recorded, not kept: a program the store does not know would never be ended.
-            await pty.terminate(settings.kill_grace)
+            await pty.terminate()
             await self._close_tracker()
             raise SpawnError(f"cannot record the session: {exc}") from None
 
@@ -395,23 +396,16 @@ class PTYSession:
 
     # -- the end -----------------------------------------------------------------------------
 
-    async def close(self, reason: CloseReason, *, swept: bool = False) -> None:
-        """End the program's whole tree and wait until the session has ended.
-
-        ``swept``: the caller has already ended the tree (many sessions at once).
-        """
-        if self._closing is None and not self._ended.done():
-            self._closing = reason
+    async def close(self, reason: CloseReason) -> None:
+        """End the program's whole tree and wait until the session has ended."""
+        self.mark_closing(reason)
         if self._pty is not None:
-            if swept:
-                await self._pty.terminate(self._settings.kill_grace)
-            else:
-                await self._pty.terminate(self._settings.kill_grace)
+            await self._pty.terminate()
         if self._supervisor is not None:
             await asyncio.shield(self._supervisor)
 
     def mark_closing(self, reason: CloseReason) -> None:
-        """Say at once that the session is ending (before a batch of closes starts)."""
+        """Say at once that the session is ending (a batch of closes marks all first)."""
         if self._closing is None and not self._ended.done():
             self._closing = reason
 
@@ -427,7 +421,7 @@ class PTYSession:
             reason = f"internal error: {exc}"
             if self._pty is not None:
                 with contextlib.suppress(Exception):
-                    await self._pty.terminate(self._settings.kill_grace)
+                    await self._pty.terminate()
         finally:
             await self._finish(status, reason)
 
@@ -439,7 +433,7 @@ class PTYSession:
             status = await self.pty.wait()
             # Measured before the sweep below, which can take a while.
             early = time.monotonic() - self._started_at < settings.early_exit
-            await self.pty.terminate(settings.kill_grace)  # sweep descendants
+            await self.pty.terminate()  # sweep descendants
             await self._close_tracker()
             if self._closing is not None:
                 return status, None
@@ -476,7 +470,7 @@ class PTYSession:
                 return status, str(exc)
             if self._closing is not None:
                 # Ended while the retry was being prepared: close() ended the old program.
-                await self.pty.terminate(settings.kill_grace)
+                await self.pty.terminate()
 
     async def _finish(self, status: ExitStatus, reason: str | None) -> None:
         closing = self._closing

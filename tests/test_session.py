@@ -1,0 +1,178 @@
+"""The life of one session as the manager and the store see it: what a row respawns as, the
+order of a run's writes, and idle time measured on a clock that the wall clock cannot move."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from wxcode_pty import ClaudeCommand, PTYSessionManager, SessionStore, Settings, ShellCommand
+from wxcode_pty.claude import project_folder
+from wxcode_pty.store import SessionRecord, SessionStatus
+
+from .claude_cli import FAKE_CLAUDE
+from .conftest import program_runs
+
+Factory = Callable[..., Awaitable[PTYSessionManager]]
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+async def _shut_down(manager: PTYSessionManager) -> None:
+    """As a server stops: trees ended, running rows kept for the next start."""
+    await manager.close_all()
+    await manager.store.close()
+
+
+async def test_a_shell_row_respawns_as_a_shell_when_claude_is_configured_now(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
+    """SPEC 5.8: what runs again is what the row says, whatever is configured today."""
+    first = await manager_factory(command=ShellCommand(["sleep", "1000"]))
+    await first.get_or_create_session("p1")
+    await _shut_down(first)
+    config = tmp_path / "claude-config"
+    again = await manager_factory(
+        command=ClaudeCommand(executable=str(FAKE_CLAUDE), config_dir=config)
+    )
+    session = again.get_session_by_output_project("p1")
+    assert session is not None and session.pid is not None
+    await program_runs(session.pid, ["sleep", "1000"])
+    row = await again.store.get("p1")
+    assert row is not None and row.kind == "shell" and row.status == SessionStatus.RUNNING
+    # A new project gets what is configured now.
+    fresh = await again.get_or_create_session("p2")
+    assert fresh.pid is not None and "--session-id" in _cmdline(fresh.pid)
+
+
+async def test_a_claude_row_respawns_with_resume_when_a_shell_is_configured_now(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
+    config = tmp_path / "claude-config"
+    first = await manager_factory(
+        command=ClaudeCommand(executable=str(FAKE_CLAUDE), config_dir=config)
+    )
+    claude_id = (await first.get_or_create_session("p1")).claude_session_id
+    assert claude_id is not None
+    await _shut_down(first)
+    again = await manager_factory(command=ShellCommand(["sleep", "1000"]))
+    session = again.get_session_by_output_project("p1")
+    assert session is not None and session.pid is not None
+    argv = _cmdline(session.pid)
+    assert str(FAKE_CLAUDE) in argv and claude_id in argv, argv
+    assert "--session-id" in argv or "--resume" in argv
+
+
+async def test_idle_time_is_not_moved_by_the_wall_clock(
+    manager_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step of the wall clock (NTP, a suspended VM) must not reap every session at once."""
+    manager = await manager_factory(idle_timeout=60, reap_interval=3600)
+    session = await manager.get_or_create_session("p1")
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86400)
+    assert await manager.cleanup_idle_sessions() == []
+    assert session.running
+
+
+async def test_a_runs_writes_are_stored_in_order_and_flushed(tmp_path: Path) -> None:
+    store = await SessionStore.open(tmp_path / "db.sqlite")
+    try:
+        now = time.time()
+        await store.put(
+            SessionRecord(
+                output_project_id="p1",
+                session_id="s1",
+                kind="shell",
+                argv=("cat",),
+                cwd=str(tmp_path),
+                status=SessionStatus.RUNNING,
+                created_at=now,
+                updated_at=now,
+                last_activity=now,
+            )
+        )
+        writer = store.row_writer("p1")
+        # Queued without waiting, then written and awaited: the later one wins, whatever
+        # order the tasks would otherwise reach the database in.
+        for n in range(50):
+            writer.record(claude_session_id=f"id-{n}")
+        await writer.write(status_reason="last")
+        row = await store.get("p1")
+        assert row is not None and row.claude_session_id == "id-49"
+        writer.record(claude_session_id="after")
+        await writer.flush()
+        row = await store.get("p1")
+        assert row is not None and row.claude_session_id == "after"
+        # A failed write is logged, does not stop the ones after it, and flush still returns.
+        writer.record(no_such_column=1)
+        writer.record(claude_session_id="still")
+        await asyncio.wait_for(writer.flush(), 10)
+        row = await store.get("p1")
+        assert row is not None and row.claude_session_id == "still"
+    finally:
+        await store.close()
+
+
+async def test_forget_holds_against_an_id_learned_just_before_the_delete(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
+    """R15: the Claude id changes (from the program's output) right before DELETE ?forget=1;
+    the forget wins, and the next start begins a new conversation."""
+    config = tmp_path / "claude-config"
+    manager = await manager_factory(
+        command=ClaudeCommand(executable=str(FAKE_CLAUDE), config_dir=config, hook=False)
+    )
+    session = await manager.get_or_create_session("p1")
+    first_id = session.claude_session_id
+    changed = "33333333-3333-4333-8333-333333333333"
+    # The stand-in echoes typed lines: a stream-json init line in the output is a change of id
+    # (believed once its transcript exists).
+    transcript = config / "projects"
+    (transcript / project_folder(session.cwd)).mkdir(parents=True, exist_ok=True)
+    (transcript / project_folder(session.cwd) / f"{changed}.jsonl").write_text("{}\n")
+    session.pty.write(f'{{"type":"system","subtype":"init","session_id":"{changed}"}}\r'.encode())
+    async with asyncio.timeout(10):
+        while session.claude_session_id != changed:
+            await asyncio.sleep(0.005)
+    assert await manager.close_session("p1", forget=True)
+    row = await manager.store.get("p1")
+    assert row is not None and row.claude_session_id is None and row.status == "stopped"
+    again = await manager.get_or_create_session("p1")
+    assert again.claude_session_id not in (None, first_id, changed)
+
+
+async def test_shutdown_stores_every_write_of_a_run_before_it_returns(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """R15: an id learned from the output just before shutdown is on disk when it returns."""
+    config = tmp_path / "claude-config"
+    settings = make_settings(
+        command=ClaudeCommand(executable=str(FAKE_CLAUDE), config_dir=config, hook=False)
+    )
+    store = await SessionStore.open(settings.database)
+    manager = PTYSessionManager(settings, store)
+    await manager.start()
+    session = await manager.get_or_create_session("p1")
+    changed = "44444444-4444-4444-8444-444444444444"
+    folder = config / "projects" / project_folder(session.cwd)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{changed}.jsonl").write_text("{}\n")
+    session.pty.write(f'{{"type":"result","session_id":"{changed}"}}\r'.encode())
+    async with asyncio.timeout(10):
+        while session.claude_session_id != changed:
+            await asyncio.sleep(0)
+    await manager.close_all()
+    await store.close()
+    store = await SessionStore.open(settings.database)
+    try:
+        row = await store.get("p1")
+        assert row is not None and row.claude_session_id == changed
+    finally:
+        await store.close()
