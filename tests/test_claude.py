@@ -53,8 +53,15 @@ class Claude:
 
 
 @pytest.fixture(params=claude_params())
-async def claude(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Claude]:
+async def claude(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Claude]:
     binary = Path(request.param)
+    # The server passes Claude's login and configuration on: none from the developer's
+    # environment (the real CLI would go online), and no session markers.
+    for name in list(os.environ):
+        if name.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE")):
+            monkeypatch.delenv(name)
     config = tmp_path / "config"
     home = tmp_path / "home"
     home.mkdir()
@@ -63,13 +70,7 @@ async def claude(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     for project in projects:
         project.mkdir(parents=True)
     prepare_config_dir(config, [p.resolve() for p in projects])
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k != "CLAUDECODE" and not k.startswith("CLAUDE_CODE_")
-    }
-    env.update(CLAUDE_CONFIG_DIR=str(config), HOME=str(home))
-    env.pop("ANTHROPIC_API_KEY", None)
+    env = {"CLAUDE_CONFIG_DIR": str(config), "HOME": str(home)}
     server = ServerProcess(tmp_path, "--claude", str(binary), "--kill-grace", "2", env=env)
     await server.start()
     await server.ready()

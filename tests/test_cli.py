@@ -33,6 +33,7 @@ OPTIONS = [
     "--buffer-size",
     "--max-sessions",
     "--no-token",
+    "--env",
 ]
 ERROR_LINE = re.compile(r"^wxcode-pty: error: \S.*$")
 
@@ -152,6 +153,10 @@ async def test_unusable_database_is_exactly_one_line(tmp_path: Path) -> None:
         (["--command", "'unbalanced"], "--command"),
         (["--idle-timeout", "0", "--command", "cat"], "idle-timeout"),
         (["--port", "0", "--command", "cat"], "--port"),
+        (["--env", "WXCODE_PTY_TEST_UNSET_VARIABLE", "--command", "cat"], "is not set"),
+        (["--env", "=value", "--command", "cat"], "--env"),
+        (["--env", "CLAUDECODE=1", "--command", "cat"], "CLAUDECODE marks"),
+        (["--env", "CLAUDE_CODE_SESSION_ID", "--command", "cat"], "CLAUDE_CODE_SESSION_ID marks"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
