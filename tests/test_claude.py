@@ -8,20 +8,26 @@ temporary ``CLAUDE_CONFIG_DIR``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_folder
+from wxcode_pty import proctree
+from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_dir, project_folder
+from wxcode_pty.commands import SpawnRequest
 
-from .claude_cli import claude_params, prepare_config_dir, transcript_path
+from .claude_cli import claude_env, claude_params, prepare_config_dir, transcript_path
 from .conftest import Attached
 from .server import ServerProcess, cmdline, holders
 
@@ -196,13 +202,128 @@ async def test_lost_conversation_falls_back_once_to_a_fresh_one(claude: Claude) 
     assert holders(old_id) == []
 
 
+async def test_respawn_ends_only_claude_processes_holding_the_id(
+    claude: Claude, tmp_path: Path
+) -> None:
+    """S13: before a respawn, a Claude still holding the id is ended; a grep of the id, an
+    editor given the id after --resume, a Claude on another conversation whose arguments
+    mention the id, and a process that a forged sessions/<pid>.json names are left alone."""
+    client = await claude.server.attach("p1")
+    claude_id = client.hello["claude_session_id"]
+    await wait_ready(client)
+    await client.ws.close()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    stream = ["-p", "--input-format", "stream-json", "--output-format", "stream-json"]
+    env = claude_env(claude.config)
+
+    async def start(*argv: str) -> asyncio.subprocess.Process:
+        # Each waits on its stdin (grep: on opening the FIFO) until the test ends it.
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=claude.cwd("p1"),
+            env=env,
+        )
+
+    holder = await start(str(claude.binary), *stream, "--verbose", "--session-id", claude_id)
+    bystanders = [
+        await start("grep", "-r", claude_id, str(fifo)),
+        await start(sys.executable, "-c", "import sys; sys.stdin.read()", "--resume", claude_id),
+        await start(
+            str(claude.binary),
+            *stream,
+            "--verbose",
+            "--session-id",
+            str(uuid.uuid4()),
+            "--settings",
+            json.dumps({"env": {"PREVIOUS_CONVERSATION": claude_id}}),
+        ),
+    ]
+    forged = claude.config / "sessions" / f"{bystanders[1].pid}.json"
+    forged.parent.mkdir(exist_ok=True)
+    forged.write_text(json.dumps({"pid": bystanders[1].pid, "sessionId": claude_id}))
+    try:
+        alive = []
+        for process in [holder, *bystanders]:
+            identity = proctree.identify(process.pid)
+            assert identity is not None
+            alive.append((identity, cmdline(process.pid)))
+        await claude.restart(signal.SIGKILL)
+        assert await asyncio.wait_for(holder.wait(), 30) is not None
+        pid = await claude.running_pid("p1")
+        assert claude_id in (flag_value(pid, "--session-id"), flag_value(pid, "--resume"))
+        for identity, argv in alive[1:]:
+            assert proctree.is_alive(identity), f"{argv} was ended"
+    finally:
+        for process in [holder, *bystanders]:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
 # -- the tracker on recorded output -----------------------------------------------------------
 
 
 def _tracker(tmp_path: Path, current: str) -> tuple[ClaudeTracker, list[str]]:
     seen: list[str] = []
-    tracker = ClaudeTracker(tmp_path, tmp_path, current, lambda new, reason: seen.append(new))
+    folder = project_dir(tmp_path, tmp_path)
+    tracker = ClaudeTracker(tmp_path, folder, current, lambda new, reason: seen.append(new))
     return tracker, seen
+
+
+async def test_the_output_path_touches_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``feed`` runs on every PTY read, on the event loop: an id seen only in the output is
+    checked against its transcript in a thread, and still believed once it is."""
+    real = tmp_path / "real"
+    real.mkdir()
+    cwd = tmp_path / "link"  # resolving a symbolic link is a filesystem call too
+    cwd.symlink_to(real)
+    config = tmp_path / "config"
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    transcript = transcript_path(config, real, second)
+    transcript.parent.mkdir(parents=True)
+    transcript.write_text("{}\n")
+    seen: list[str] = []
+    request = SpawnRequest(
+        output_project_id="p1",
+        session_id="s1",
+        base_argv=["claude"],
+        cwd=cwd,
+        claude_session_id=first,
+        env={"PATH": os.environ["PATH"]},
+        kill_grace=0.5,
+    )
+    plan = await ClaudeCommand(config_dir=config, hook=False).prepare(
+        request, lambda new, reason: seen.append(new)
+    )
+    tracker = plan.tracker
+    assert isinstance(tracker, ClaudeTracker)
+    output = json.dumps({"type": "system", "subtype": "init", "session_id": second}).encode()
+
+    calls: list[str] = []
+    loop_thread = threading.get_ident()
+
+    def spy(name: str, call: Callable[..., object]) -> Callable[..., object]:
+        def spied(*args: object, **kwargs: object) -> object:
+            if threading.get_ident() == loop_thread:
+                calls.append(f"{name}{args}")
+            return call(*args, **kwargs)
+
+        return spied
+
+    with monkeypatch.context() as patch:
+        for name in ("stat", "lstat", "readlink", "access", "listdir", "scandir", "open"):
+            patch.setattr(os, name, spy(f"os.{name}", getattr(os, name)))
+        patch.setattr(builtins, "open", spy("open", builtins.open))
+        tracker.feed(b"\x1b[2m" + output + b"\r\n")
+    assert calls == []
+    await tracker.aclose()
+    assert seen == [second] and tracker.current == second
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
@@ -218,32 +339,31 @@ async def test_stream_json_ids_from_recorded_output(tmp_path: Path, chunk: int) 
     ]
     first, second = ids[0], ids[-1]
     assert first != second
-    tracker, seen = _tracker(tmp_path, first)
     terminal = b"\x1b[2m" + data.replace(b"\n", b"\r\n") + b"\x1b[0m"
-    for i in range(0, len(terminal), chunk):
-        tracker.feed(terminal[i : i + chunk])
-    assert seen == []  # no transcript for the new id: not believed
-    folder = tmp_path / "projects" / project_folder(os.path.realpath(tmp_path))
-    folder.mkdir(parents=True)
-    (folder / f"{second}.jsonl").write_text("{}\n")
-    for i in range(0, len(terminal), chunk):
-        tracker.feed(terminal[i : i + chunk])
-    await tracker.aclose()
-    assert seen == [second]
+    for transcript_written in (False, True):
+        if transcript_written:
+            folder = project_dir(tmp_path, tmp_path)
+            folder.mkdir(parents=True)
+            (folder / f"{second}.jsonl").write_text("{}\n")
+        tracker, seen = _tracker(tmp_path, first)
+        for i in range(0, len(terminal), chunk):
+            tracker.feed(terminal[i : i + chunk])
+        await tracker.aclose()
+        # Without a transcript for the new id, it is not believed.
+        assert seen == ([second] if transcript_written else [])
 
 
 async def test_hook_lines_before_init_and_the_exit_hint(tmp_path: Path) -> None:
     data = (FIXTURES / "stream_json_hook.jsonl").read_bytes()
     first = json.loads(data.splitlines()[0])["session_id"]
     other = str(uuid.uuid4())
-    tracker, seen = _tracker(tmp_path, other)
-    folder = tmp_path / "projects" / project_folder(os.path.realpath(tmp_path))
-    folder.mkdir(parents=True)
-    (folder / f"{first}.jsonl").write_text("{}\n")
-    tracker.feed(data)
-    assert seen == [first]
     hinted = str(uuid.uuid4())
-    (folder / f"{hinted}.jsonl").write_text("{}\n")
+    tracker, seen = _tracker(tmp_path, other)
+    folder = project_dir(tmp_path, tmp_path)
+    folder.mkdir(parents=True)
+    for claude_id in (first, hinted):
+        (folder / f"{claude_id}.jsonl").write_text("{}\n")
+    tracker.feed(data)
     tracker.feed(
         f"Resume this session with:\r\n\x1b[1mclaude --resume {hinted}\x1b[0m\r\n".encode()
     )

@@ -328,6 +328,7 @@ class PTYSessionManager:
             cwd=session.cwd,
             claude_session_id=session.claude_session_id,
             env=settings.child_env(),
+            kill_grace=settings.kill_grace,
         )
         plan = None
         try:
@@ -438,7 +439,7 @@ class PTYSessionManager:
             retry: Retry | None = None
             if not fallback_used:
                 tail = session.buffer.since(max(session.buffer.start, session.buffer.end - _TAIL))
-                retry = self.profile.after_exit(session, status, early, tail.data)
+                retry = self.profile.after_exit(session.claude_session_id, status, early, tail.data)
             if retry is not None:
                 fallback_used = True
                 previous = session.claude_session_id
