@@ -194,7 +194,7 @@ async def test_lost_conversation_falls_back_once_to_a_fresh_one(claude: Claude) 
     message = (await back.wait_for("claude_session", timeout=30)).message
     new_id = message["claude_session_id"]
     assert message["previous"] == old_id and new_id != old_id
-    assert "could not be resumed" in message["reason"]
+    assert "could not be resumed" in message["reason"] and old_id in message["reason"]
     await wait_ready(back)
     pid = await claude.running_pid("p1")
     assert flag_value(pid, "--session-id") == new_id
@@ -262,6 +262,48 @@ async def test_respawn_ends_only_claude_processes_holding_the_id(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_holders_are_ended_with_the_configured_grace(tmp_path: Path) -> None:
+    """A Claude that ignores SIGHUP gets SIGTERM after ``kill_grace``, not after a fixed
+    pause."""
+    claude_id = str(uuid.uuid4())
+    program = tmp_path / "claude"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    program.chmod(0o755)
+    holder = await asyncio.create_subprocess_exec(
+        str(program),
+        "--resume",
+        claude_id,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"ready\n"
+        request = SpawnRequest(
+            output_project_id="p1",
+            session_id="s1",
+            base_argv=["claude"],
+            cwd=tmp_path,
+            claude_session_id=claude_id,
+            env={"PATH": os.environ["PATH"]},
+            kill_grace=0.1,
+        )
+        command = ClaudeCommand(config_dir=tmp_path / "config", hook=False)
+        async with asyncio.timeout(1.5):
+            await command.prepare(request, lambda new, reason: None)
+            assert await holder.wait() == -signal.SIGTERM
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
 
 
 # -- the tracker on recorded output -----------------------------------------------------------
