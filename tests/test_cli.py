@@ -154,14 +154,14 @@ async def test_unusable_database_is_exactly_one_line(tmp_path: Path) -> None:
         (["--idle-timeout", "0", "--command", "cat"], "idle-timeout"),
         (["--port", "0", "--command", "cat"], "--port"),
         (["--env", "WXCODE_PTY_TEST_UNSET_VARIABLE", "--command", "cat"], "is not set"),
-        (["--env", "=value", "--command", "cat"], "--env"),
+        (["--env", "=secret-value", "--command", "cat"], "empty NAME"),
         (["--env", "CLAUDECODE=1", "--command", "cat"], "CLAUDECODE marks"),
         (["--env", "CLAUDE_CODE_SESSION_ID", "--command", "cat"], "CLAUDE_CODE_SESSION_ID marks"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
     line = one_error_line(run_cli(["--db", "db.sqlite", *args], tmp_path))
-    assert needle in line
+    assert needle in line and "secret-value" not in line
     assert not (tmp_path / "db.sqlite").exists(), "nothing is created for a usage error"
 
 

@@ -123,10 +123,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME[=VALUE]",
         help=(
-            "pass the server's variable NAME to the programs, or set NAME to VALUE; repeatable."
-            " Beyond the default allowlist (PATH, HOME, locale, ANTHROPIC_*, CLAUDE_CODE_*,"
-            " AWS_*, Vertex settings, ...); Claude's session markers (CLAUDECODE, ...) are"
-            " never passed"
+            "pass the server's variable NAME to the programs (beyond the default allowlist,"
+            " which has ANTHROPIC_*, CLAUDE_CODE_*, AWS_*, ...), or set NAME=VALUE; repeatable."
+            " Claude's session markers (CLAUDECODE, CLAUDE_CODE_SESSION_ID, ...) are refused"
         ),
     )
     parser.add_argument(
@@ -150,10 +149,11 @@ def _env_extra(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         name, has_value, value = item.partition("=")
         if not name:
-            raise UsageError(f"--env {item}: expected NAME or NAME=VALUE")
+            # The value is not echoed: it may be a secret.
+            raise UsageError("--env: expected NAME or NAME=VALUE, got an empty NAME")
         if name in CLAUDE_SESSION_MARKERS:
             raise UsageError(
-                f"--env {item}: {name} marks the Claude session the server runs in;"
+                f"--env {name}: {name} marks the Claude session the server runs in;"
                 " it is never passed to programs"
             )
         if not has_value:
