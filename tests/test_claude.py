@@ -8,20 +8,26 @@ temporary ``CLAUDE_CONFIG_DIR``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_folder
+from wxcode_pty import proctree
+from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_dir, project_folder
+from wxcode_pty.commands import SpawnRequest
 
-from .claude_cli import claude_params, prepare_config_dir, transcript_path
+from .claude_cli import claude_env, claude_params, prepare_config_dir, transcript_path
 from .conftest import Attached
 from .server import ServerProcess, cmdline, holders
 
@@ -53,8 +59,15 @@ class Claude:
 
 
 @pytest.fixture(params=claude_params())
-async def claude(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Claude]:
+async def claude(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Claude]:
     binary = Path(request.param)
+    # The server passes Claude's login and configuration on: none from the developer's
+    # environment (the real CLI would go online), and no session markers.
+    for name in list(os.environ):
+        if name.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE")):
+            monkeypatch.delenv(name)
     config = tmp_path / "config"
     home = tmp_path / "home"
     home.mkdir()
@@ -63,13 +76,7 @@ async def claude(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     for project in projects:
         project.mkdir(parents=True)
     prepare_config_dir(config, [p.resolve() for p in projects])
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k != "CLAUDECODE" and not k.startswith("CLAUDE_CODE_")
-    }
-    env.update(CLAUDE_CONFIG_DIR=str(config), HOME=str(home))
-    env.pop("ANTHROPIC_API_KEY", None)
+    env = {"CLAUDE_CONFIG_DIR": str(config), "HOME": str(home)}
     server = ServerProcess(tmp_path, "--claude", str(binary), "--kill-grace", "2", env=env)
     await server.start()
     await server.ready()
@@ -187,7 +194,7 @@ async def test_lost_conversation_falls_back_once_to_a_fresh_one(claude: Claude) 
     message = (await back.wait_for("claude_session", timeout=30)).message
     new_id = message["claude_session_id"]
     assert message["previous"] == old_id and new_id != old_id
-    assert "could not be resumed" in message["reason"]
+    assert "could not be resumed" in message["reason"] and old_id in message["reason"]
     await wait_ready(back)
     pid = await claude.running_pid("p1")
     assert flag_value(pid, "--session-id") == new_id
@@ -195,13 +202,170 @@ async def test_lost_conversation_falls_back_once_to_a_fresh_one(claude: Claude) 
     assert holders(old_id) == []
 
 
+async def test_respawn_ends_only_claude_processes_holding_the_id(
+    claude: Claude, tmp_path: Path
+) -> None:
+    """S13: before a respawn, a Claude still holding the id is ended; a grep of the id, an
+    editor given the id after --resume, a Claude on another conversation whose arguments
+    mention the id, and a process that a forged sessions/<pid>.json names are left alone."""
+    client = await claude.server.attach("p1")
+    claude_id = client.hello["claude_session_id"]
+    await wait_ready(client)
+    await client.ws.close()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    stream = ["-p", "--input-format", "stream-json", "--output-format", "stream-json"]
+    env = claude_env(claude.config)
+
+    async def start(*argv: str) -> asyncio.subprocess.Process:
+        # Each waits on its stdin (grep: on opening the FIFO) until the test ends it.
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=claude.cwd("p1"),
+            env=env,
+        )
+
+    holder = await start(str(claude.binary), *stream, "--verbose", "--session-id", claude_id)
+    bystanders = [
+        await start("grep", "-r", claude_id, str(fifo)),
+        await start(sys.executable, "-c", "import sys; sys.stdin.read()", "--resume", claude_id),
+        await start(
+            str(claude.binary),
+            *stream,
+            "--verbose",
+            "--session-id",
+            str(uuid.uuid4()),
+            "--settings",
+            json.dumps({"env": {"PREVIOUS_CONVERSATION": claude_id}}),
+        ),
+    ]
+    forged = claude.config / "sessions" / f"{bystanders[1].pid}.json"
+    forged.parent.mkdir(exist_ok=True)
+    forged.write_text(json.dumps({"pid": bystanders[1].pid, "sessionId": claude_id}))
+    try:
+        alive = []
+        for process in [holder, *bystanders]:
+            identity = proctree.identify(process.pid)
+            assert identity is not None
+            alive.append((identity, cmdline(process.pid)))
+        await claude.restart(signal.SIGKILL)
+        assert await asyncio.wait_for(holder.wait(), 30) is not None
+        pid = await claude.running_pid("p1")
+        assert claude_id in (flag_value(pid, "--session-id"), flag_value(pid, "--resume"))
+        for identity, argv in alive[1:]:
+            assert proctree.is_alive(identity), f"{argv} was ended"
+    finally:
+        for process in [holder, *bystanders]:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def test_holders_are_ended_with_the_configured_grace(tmp_path: Path) -> None:
+    """A Claude that ignores SIGHUP gets SIGTERM after ``kill_grace``, not after a fixed
+    pause."""
+    claude_id = str(uuid.uuid4())
+    program = tmp_path / "claude"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    program.chmod(0o755)
+    holder = await asyncio.create_subprocess_exec(
+        str(program),
+        "--resume",
+        claude_id,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"ready\n"
+        request = SpawnRequest(
+            output_project_id="p1",
+            session_id="s1",
+            base_argv=["claude"],
+            cwd=tmp_path,
+            claude_session_id=claude_id,
+            env={"PATH": os.environ["PATH"]},
+            kill_grace=0.1,
+        )
+        command = ClaudeCommand(config_dir=tmp_path / "config", hook=False)
+        async with asyncio.timeout(1.5):
+            await command.prepare(request, lambda new, reason: None)
+            assert await holder.wait() == -signal.SIGTERM
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+
+
 # -- the tracker on recorded output -----------------------------------------------------------
 
 
 def _tracker(tmp_path: Path, current: str) -> tuple[ClaudeTracker, list[str]]:
     seen: list[str] = []
-    tracker = ClaudeTracker(tmp_path, tmp_path, current, lambda new, reason: seen.append(new))
+    folder = project_dir(tmp_path, tmp_path)
+    tracker = ClaudeTracker(tmp_path, folder, current, lambda new, reason: seen.append(new))
     return tracker, seen
+
+
+async def test_the_output_path_touches_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``feed`` runs on every PTY read, on the event loop: an id seen only in the output is
+    checked against its transcript in a thread, and still believed once it is."""
+    real = tmp_path / "real"
+    real.mkdir()
+    cwd = tmp_path / "link"  # resolving a symbolic link is a filesystem call too
+    cwd.symlink_to(real)
+    config = tmp_path / "config"
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    transcript = transcript_path(config, real, second)
+    transcript.parent.mkdir(parents=True)
+    transcript.write_text("{}\n")
+    seen: list[str] = []
+    request = SpawnRequest(
+        output_project_id="p1",
+        session_id="s1",
+        base_argv=["claude"],
+        cwd=cwd,
+        claude_session_id=first,
+        env={"PATH": os.environ["PATH"]},
+        kill_grace=0.5,
+    )
+    plan = await ClaudeCommand(config_dir=config, hook=False).prepare(
+        request, lambda new, reason: seen.append(new)
+    )
+    tracker = plan.tracker
+    assert isinstance(tracker, ClaudeTracker)
+    output = json.dumps({"type": "system", "subtype": "init", "session_id": second}).encode()
+
+    calls: list[str] = []
+    loop_thread = threading.get_ident()
+
+    def spy(name: str, call: Callable[..., object]) -> Callable[..., object]:
+        def spied(*args: object, **kwargs: object) -> object:
+            if threading.get_ident() == loop_thread:
+                calls.append(f"{name}{args}")
+            return call(*args, **kwargs)
+
+        return spied
+
+    with monkeypatch.context() as patch:
+        for name in ("stat", "lstat", "readlink", "access", "listdir", "scandir", "open"):
+            patch.setattr(os, name, spy(f"os.{name}", getattr(os, name)))
+        patch.setattr(builtins, "open", spy("open", builtins.open))
+        tracker.feed(b"\x1b[2m" + output + b"\r\n")
+    assert calls == []
+    await tracker.aclose()
+    assert seen == [second] and tracker.current == second
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
@@ -217,32 +381,31 @@ async def test_stream_json_ids_from_recorded_output(tmp_path: Path, chunk: int) 
     ]
     first, second = ids[0], ids[-1]
     assert first != second
-    tracker, seen = _tracker(tmp_path, first)
     terminal = b"\x1b[2m" + data.replace(b"\n", b"\r\n") + b"\x1b[0m"
-    for i in range(0, len(terminal), chunk):
-        tracker.feed(terminal[i : i + chunk])
-    assert seen == []  # no transcript for the new id: not believed
-    folder = tmp_path / "projects" / project_folder(os.path.realpath(tmp_path))
-    folder.mkdir(parents=True)
-    (folder / f"{second}.jsonl").write_text("{}\n")
-    for i in range(0, len(terminal), chunk):
-        tracker.feed(terminal[i : i + chunk])
-    await tracker.aclose()
-    assert seen == [second]
+    for transcript_written in (False, True):
+        if transcript_written:
+            folder = project_dir(tmp_path, tmp_path)
+            folder.mkdir(parents=True)
+            (folder / f"{second}.jsonl").write_text("{}\n")
+        tracker, seen = _tracker(tmp_path, first)
+        for i in range(0, len(terminal), chunk):
+            tracker.feed(terminal[i : i + chunk])
+        await tracker.aclose()
+        # Without a transcript for the new id, it is not believed.
+        assert seen == ([second] if transcript_written else [])
 
 
 async def test_hook_lines_before_init_and_the_exit_hint(tmp_path: Path) -> None:
     data = (FIXTURES / "stream_json_hook.jsonl").read_bytes()
     first = json.loads(data.splitlines()[0])["session_id"]
     other = str(uuid.uuid4())
-    tracker, seen = _tracker(tmp_path, other)
-    folder = tmp_path / "projects" / project_folder(os.path.realpath(tmp_path))
-    folder.mkdir(parents=True)
-    (folder / f"{first}.jsonl").write_text("{}\n")
-    tracker.feed(data)
-    assert seen == [first]
     hinted = str(uuid.uuid4())
-    (folder / f"{hinted}.jsonl").write_text("{}\n")
+    tracker, seen = _tracker(tmp_path, other)
+    folder = project_dir(tmp_path, tmp_path)
+    folder.mkdir(parents=True)
+    for claude_id in (first, hinted):
+        (folder / f"{claude_id}.jsonl").write_text("{}\n")
+    tracker.feed(data)
     tracker.feed(
         f"Resume this session with:\r\n\x1b[1mclaude --resume {hinted}\x1b[0m\r\n".encode()
     )

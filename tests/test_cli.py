@@ -33,6 +33,7 @@ OPTIONS = [
     "--buffer-size",
     "--max-sessions",
     "--no-token",
+    "--env",
 ]
 ERROR_LINE = re.compile(r"^wxcode-pty: error: \S.*$")
 
@@ -152,11 +153,15 @@ async def test_unusable_database_is_exactly_one_line(tmp_path: Path) -> None:
         (["--command", "'unbalanced"], "--command"),
         (["--idle-timeout", "0", "--command", "cat"], "idle-timeout"),
         (["--port", "0", "--command", "cat"], "--port"),
+        (["--env", "WXCODE_PTY_TEST_UNSET_VARIABLE", "--command", "cat"], "is not set"),
+        (["--env", "=secret-value", "--command", "cat"], "empty NAME"),
+        (["--env", "CLAUDECODE=1", "--command", "cat"], "CLAUDECODE marks"),
+        (["--env", "CLAUDE_CODE_SESSION_ID", "--command", "cat"], "CLAUDE_CODE_SESSION_ID marks"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
     line = one_error_line(run_cli(["--db", "db.sqlite", *args], tmp_path))
-    assert needle in line
+    assert needle in line and "secret-value" not in line
     assert not (tmp_path / "db.sqlite").exists(), "nothing is created for a usage error"
 
 

@@ -284,7 +284,7 @@ class GatedProfile:
         return SpawnPlan(argv=self.then.pop(0) if self.then else list(request.base_argv))
 
     def after_exit(
-        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+        self, claude_session_id: str | None, status: ExitStatus, early: bool, tail: bytes
     ) -> Retry | None:
         if self.fail_after_exit:
             raise RuntimeError("profile bug")
@@ -398,7 +398,7 @@ class CancelledAtSpawnProfile:
         return SpawnPlan(argv=list(request.base_argv), tracker=self.tracker)
 
     def after_exit(
-        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+        self, claude_session_id: str | None, status: ExitStatus, early: bool, tail: bytes
     ) -> Retry | None:
         return None
 

@@ -289,7 +289,7 @@ async def test_child_environment_is_an_allowlist(
     plugin_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S7 through the plugin."""
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "shh")
+    monkeypatch.setenv("DATABASE_PASSWORD", "shh")
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("CLAUDE_CODE_SSE_PORT", "1234")
     plugin = await plugin_factory(
@@ -301,7 +301,7 @@ async def test_child_environment_is_an_allowlist(
     await program_runs(session.pty.pid, ["sleep", "1000"])
     env = environ_of(session.pty.pid)
     assert (
-        "AWS_SECRET_ACCESS_KEY" not in env
+        "DATABASE_PASSWORD" not in env
         and "CLAUDECODE" not in env
         and "CLAUDE_CODE_SSE_PORT" not in env
     )

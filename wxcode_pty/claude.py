@@ -2,15 +2,17 @@
 
 The plugin picks the Claude session id (a UUID) before Claude starts. Spawn rule: when the
 transcript of that id exists for the session's realpath cwd, start with ``--resume <id>``,
-otherwise with ``--session-id <id>``; never both. Before a spawn, any live process still holding
-the id is ended (two processes on one id corrupt its transcript).
+otherwise with ``--session-id <id>``; never both. Before a spawn, any live Claude process still
+holding the id is ended (two processes on one id corrupt its transcript); other programs that
+mention the id, such as a ``grep`` of it, are left alone.
 
 While Claude runs, the current id is tracked, strongest signal first: a silent SessionStart
 hook injected with ``--settings`` (it reports to a per-spawn Unix socket); Claude's own
 ``sessions/<pid>.json``; ``session_id`` in stream-json ``init``/``result`` lines of the output;
 the ``claude --resume <id>`` hint printed on exit. A change seen only in the output is believed
-when its transcript exists. When a resume fails because the conversation is gone, one retry
-starts a fresh conversation and says why.
+when its transcript exists (looked up in a thread: the output path touches no file). When a
+resume fails because the conversation is gone, one retry starts a fresh conversation and says
+why.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +39,8 @@ from .commands import IdListener, Retry, SpawnPlan, SpawnRequest
 
 if TYPE_CHECKING:
     from .pty import ExitStatus
-    from .session import PTYSession
 
-__all__ = ["ClaudeCommand", "ClaudeTracker", "project_folder", "transcript_path"]
+__all__ = ["ClaudeCommand", "ClaudeTracker", "project_dir", "project_folder", "transcript_path"]
 
 log = logging.getLogger("wxcode_pty")
 
@@ -48,7 +50,13 @@ _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|
 _RESUME_HINT = re.compile(rb"claude\s+--resume\s+(" + _UUID.pattern.encode() + rb")")
 _STREAM_ID = re.compile(rb'"session_id"\s*:\s*"(' + _UUID.pattern.encode() + rb')"')
 #: Flags the plugin owns; the stored argv never carries them.
-_SESSION_FLAGS = {"--session-id", "--resume", "-r", "--continue", "-c", "--fork-session"}
+_SESSION_FLAGS = frozenset({"--session-id", "--resume", "-r", "--continue", "-c", "--fork-session"})
+#: Flags whose value is the conversation a Claude process holds.
+_ID_FLAGS = frozenset({"--session-id", "--resume", "-r"})
+#: Programs that run Claude as a script (``node cli.js``, the stand-in's ``python3 claude``).
+_INTERPRETER = re.compile(r"(node|nodejs|bun|deno|python[0-9.]*)")
+#: Interpreter options after which no script file follows (code or a module instead).
+_NO_SCRIPT = frozenset({"-c", "-e", "-m", "-p", "--eval", "--print"})
 #: Compared without white space: the TUI may draw spaces as cursor moves.
 _GONE_TEXTS = (b"NoconversationfoundwithsessionID", b"isalreadyinuse")
 _SPACE = re.compile(rb"\s+")
@@ -80,14 +88,15 @@ def project_folder(cwd: str | Path) -> str:
     return f"{name[:_MAX_FOLDER]}-{digits}"
 
 
+def project_dir(config_dir: str | Path, cwd: str | Path) -> Path:
+    """Claude's folder for the conversations started in ``cwd``. Blocking: it resolves
+    ``cwd``'s symbolic links, as Claude does."""
+    return Path(config_dir) / "projects" / project_folder(os.path.realpath(cwd))
+
+
 def transcript_path(config_dir: str | Path, cwd: str | Path, claude_session_id: str) -> Path:
     """Where Claude keeps the conversation ``claude_session_id`` started in ``cwd``."""
-    return (
-        Path(config_dir)
-        / "projects"
-        / project_folder(os.path.realpath(cwd))
-        / f"{claude_session_id}.jsonl"
-    )
+    return project_dir(config_dir, cwd) / f"{claude_session_id}.jsonl"
 
 
 def _strip_flags(argv: Sequence[str]) -> list[str]:
@@ -106,24 +115,85 @@ def _strip_flags(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def _holders(claude_session_id: str, config_dir: Path) -> set[proctree.ProcessId]:
-    """Live processes holding a Claude session id: by command line or by Claude's pid file."""
+def _holds(argv: Sequence[str], claude_session_id: str) -> bool:
+    """True when ``claude_session_id`` is the value of a session flag in ``argv``
+    (``--resume X``, ``-r X``, ``--resume=X``, ``--session-id X``, ...)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, inline, value = arg.partition("=")
+        if inline and name.startswith("--"):
+            if name in _ID_FLAGS and value == claude_session_id:
+                return True
+        elif arg in _ID_FLAGS and argv[i + 1 : i + 2] == [claude_session_id]:
+            return True
+    return False
+
+
+def _runs_claude(pid: int, argv: Sequence[str], executable: str | None) -> bool:
+    """True when the process runs Claude: its executable, its ``argv[0]`` or the script its
+    interpreter runs is named ``claude``, lies in an ``@anthropic-ai/claude-code`` package, or
+    is ``executable`` (a resolved path). Blocking (it reads ``/proc``)."""
+    programs = list(argv[:1])
+    with contextlib.suppress(OSError):
+        programs.append(os.readlink(f"/proc/{pid}/exe"))
+    if any(_INTERPRETER.fullmatch(os.path.basename(program)) for program in programs):
+        for arg in argv[1:]:
+            if arg in _NO_SCRIPT:
+                break
+            if not arg.startswith("-"):
+                programs.append(arg)
+                break
+    return any(
+        os.path.basename(program) == "claude"
+        or "/@anthropic-ai/claude-code" in program
+        or (
+            executable is not None
+            and os.path.isabs(program)
+            and os.path.realpath(program) == executable
+        )
+        for program in programs
+    )
+
+
+def _cmdline(fields: list[bytes]) -> list[str]:
+    if fields and not fields[-1]:
+        fields = fields[:-1]  # the NUL that ends the last argument
+    return [os.fsdecode(field) for field in fields]
+
+
+def _executable(program: str, cwd: Path, path: str | None) -> str | None:
+    """The resolved path of the configured Claude, looked up as the spawn will."""
+    found = shutil.which(program if "/" not in program else os.path.join(cwd, program), path=path)
+    return os.path.realpath(found) if found is not None else None
+
+
+def _holders(
+    claude_session_id: str, config_dir: Path, executable: str | None
+) -> set[proctree.ProcessId]:
+    """Live Claude processes holding a Claude session id: by the session flags of their
+    command line, or by Claude's own ``sessions/<pid>.json``. Other programs that mention
+    the id (a ``grep -r <id>``, an editor) are not holders. Blocking: run it in a thread."""
     found: set[proctree.ProcessId] = set()
     needle = claude_session_id.encode()
-    for pid, cmdline in proctree.each_process("cmdline"):
-        if needle in cmdline and any(
-            flag.encode() in cmdline for flag in ("--resume", "-r", "--session-id")
-        ):
-            process = proctree.identify(pid)
-            if process is not None:
-                found.add(process)
-    sessions = config_dir / "sessions"
+    for pid, fields in proctree.each_process("cmdline"):
+        if any(needle in field for field in fields):
+            argv = _cmdline(fields)
+            if _holds(argv, claude_session_id) and _runs_claude(pid, argv, executable):
+                process = proctree.identify(pid)
+                if process is not None:
+                    found.add(process)
     with contextlib.suppress(OSError):
-        for file in sessions.glob("*.json"):
-            with contextlib.suppress(OSError, ValueError, TypeError):
+        for file in (config_dir / "sessions").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
                 data = json.loads(file.read_text())
-                if data.get("sessionId") == claude_session_id:
-                    process = proctree.identify(int(data["pid"]))
+                if data.get("sessionId") != claude_session_id:
+                    continue
+                pid = int(data["pid"])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = _cmdline(f.read().split(b"\0"))
+                if _runs_claude(pid, argv, executable):
+                    process = proctree.identify(pid)
                     if process is not None:
                         found.add(process)
     return found
@@ -170,19 +240,23 @@ class ClaudeCommand:
     async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
         config_dir = self.resolve_config_dir(request.env)
         claude_id = request.claude_session_id or str(uuid.uuid4())
-        holders = await asyncio.to_thread(_holders, claude_id, config_dir)
+        executable = await asyncio.to_thread(
+            _executable, self.executable, request.cwd, request.env.get("PATH")
+        )
+        holders = await asyncio.to_thread(_holders, claude_id, config_dir, executable)
         for holder in holders:
             log.warning(
                 "ending pid %d: it still holds the Claude session to be resumed", holder.pid
             )
-            await proctree.end_processes(holder, None, grace=2.0)
-        exists = await asyncio.to_thread(transcript_path(config_dir, request.cwd, claude_id).exists)
+            await proctree.end_processes(holder, None, grace=request.kill_grace)
+        folder = await asyncio.to_thread(project_dir, config_dir, request.cwd)
+        exists = await asyncio.to_thread(folder.joinpath(f"{claude_id}.jsonl").exists)
         argv = _strip_flags(request.base_argv)
         argv += ["--resume", claude_id] if exists else ["--session-id", claude_id]
         env: dict[str, str] = dict(self.env)
         if self.config_dir is not None:
             env["CLAUDE_CONFIG_DIR"] = str(self.config_dir)
-        tracker = ClaudeTracker(config_dir, request.cwd, claude_id, on_id)
+        tracker = ClaudeTracker(config_dir, folder, claude_id, on_id)
         if self.hook:
             socket_path, token = await tracker.listen()
             argv += ["--settings", _hook_settings()]
@@ -191,18 +265,17 @@ class ClaudeCommand:
         return SpawnPlan(argv=argv, env=env, claude_session_id=claude_id, tracker=tracker)
 
     def after_exit(
-        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+        self, claude_session_id: str | None, status: ExitStatus, early: bool, tail: bytes
     ) -> Retry | None:
         if not early or status.code == 0:
             return None
         text = _SPACE.sub(b"", _ANSI.sub(b"", tail))
         if not any(gone in text for gone in _GONE_TEXTS):
             return None
-        previous = session.claude_session_id
         return Retry(
             claude_session_id=str(uuid.uuid4()),
             reason=(
-                f"the stored conversation {previous} could not be resumed;"
+                f"the stored conversation {claude_session_id} could not be resumed;"
                 " a new conversation was started"
             ),
         )
@@ -219,26 +292,37 @@ def _shell_quote(text: str) -> str:
 
 
 class ClaudeTracker:
-    """Follows the Claude session id of one running Claude process."""
+    """Follows the Claude session id of one running Claude process.
+
+    ``folder`` is Claude's folder for the project's conversations (``project_dir``, resolved
+    once, off the loop): an id seen only in the output or the pid file is believed when its
+    transcript is there, which is checked in a thread, never on the output path.
+    """
 
     def __init__(
-        self, config_dir: Path, cwd: Path, claude_session_id: str, on_id: IdListener
+        self, config_dir: Path, folder: Path, claude_session_id: str, on_id: IdListener
     ) -> None:
         self.config_dir = config_dir
-        self.cwd = cwd
+        self.folder = folder
         self.current = claude_session_id
         self._on_id = on_id
         self._line = bytearray()
         self._server: asyncio.base_events.Server | None = None
-        self._folder: str | None = None
+        self._hook_folder: str | None = None
         self._token = secrets.token_urlsafe(16)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
+        #: Signals seen so far, and the number of the last one a hook confirmed: an id still
+        #: waiting for its check when a hook reports a later change is stale.
+        self._signals = 0
+        self._confirmed_at = 0
+        #: Unconfirmed ids (signal number, id), checked in order by ``_checker``.
+        self._unchecked: deque[tuple[int, str]] = deque()
+        self._checker: asyncio.Task[None] | None = None
 
     async def listen(self) -> tuple[str, str]:
         """Start the hook's socket, in a private folder; returns its path and token."""
-        self._folder = tempfile.mkdtemp(prefix="wxcode-pty-hook-")
-        path = os.path.join(self._folder, "hook.sock")
+        self._hook_folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="wxcode-pty-hook-")
+        path = os.path.join(self._hook_folder, "hook.sock")
         self._server = await asyncio.start_unix_server(self._on_hook, path)
         return path, self._token
 
@@ -249,15 +333,28 @@ class ClaudeTracker:
 
     def _accept(self, claude_session_id: str, confirmed: bool) -> None:
         claude_session_id = claude_session_id.lower()
+        self._signals += 1
+        if confirmed:
+            self._confirmed_at = self._signals
+            self._switch(claude_session_id)
+            return
         if claude_session_id == self.current:
             return
-        if (
-            not confirmed
-            and not transcript_path(self.config_dir, self.cwd, claude_session_id).exists()
-        ):
-            return
-        self.current = claude_session_id
-        self._on_id(claude_session_id, None)
+        self._unchecked.append((self._signals, claude_session_id))
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._check())
+
+    async def _check(self) -> None:
+        while self._unchecked:
+            seen_at, claude_session_id = self._unchecked.popleft()
+            transcript = self.folder / f"{claude_session_id}.jsonl"
+            if await asyncio.to_thread(transcript.exists) and seen_at > self._confirmed_at:
+                self._switch(claude_session_id)
+
+    def _switch(self, claude_session_id: str) -> None:
+        if claude_session_id != self.current:
+            self.current = claude_session_id
+            self._on_id(claude_session_id, None)
 
     async def _on_hook(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -314,16 +411,20 @@ class ClaudeTracker:
                 self._accept(hint.group(1).decode(), confirmed=False)
 
     async def aclose(self) -> None:
+        """Stop watching; ids already seen (the exit hint is the last output) are checked
+        before this returns."""
         if self._line:
             self.feed(b"\n")
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._checker is not None:
+            await self._checker
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        if self._folder is not None:
-            await asyncio.to_thread(shutil.rmtree, self._folder, True)
-            self._folder = None
+        if self._hook_folder is not None:
+            await asyncio.to_thread(shutil.rmtree, self._hook_folder, True)
+            self._hook_folder = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -29,7 +30,7 @@ from aiohttp import web
 from .claude import ClaudeCommand
 from .commands import CommandProfile, ShellCommand, default_shell
 from .security import RedactingAccessLogger
-from .settings import Settings
+from .settings import CLAUDE_SESSION_MARKERS, Settings
 from .web import create_app
 
 __all__ = ["main"]
@@ -99,22 +100,33 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--idle-timeout",
         type=float,
-        default=300.0,
+        default=_setting_default("idle_timeout"),
         metavar="SECONDS",
         help="end sessions with no client and no output for this long (default: %(default)s)",
     )
     parser.add_argument(
         "--buffer-size",
         type=int,
-        default=65536,
+        default=_setting_default("buffer_size"),
         metavar="BYTES",
         help="replay buffer per session (default: %(default)s)",
     )
     parser.add_argument(
         "--max-sessions",
         type=int,
-        default=1000,
+        default=_setting_default("max_sessions"),
         help="running sessions at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help=(
+            "pass the server's variable NAME to the programs (beyond the default allowlist,"
+            " which has ANTHROPIC_*, CLAUDE_CODE_*, AWS_*, ...), or set NAME=VALUE; repeatable."
+            " Claude's session markers (CLAUDECODE, CLAUDE_CODE_SESSION_ID, ...) are refused"
+        ),
     )
     parser.add_argument(
         "--no-token",
@@ -124,6 +136,32 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+
+
+def _setting_default(name: str) -> object:
+    """A default of ``Settings``, shown in --help: the CLI must not repeat (and drift from) it."""
+    return next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+
+
+def _env_extra(items: Sequence[str]) -> dict[str, str]:
+    """``--env NAME`` (the server's value) and ``--env NAME=VALUE``."""
+    extra: dict[str, str] = {}
+    for item in items:
+        name, has_value, value = item.partition("=")
+        if not name:
+            # The value is not echoed: it may be a secret.
+            raise UsageError("--env: expected NAME or NAME=VALUE, got an empty NAME")
+        if name in CLAUDE_SESSION_MARKERS:
+            raise UsageError(
+                f"--env {name}: {name} marks the Claude session the server runs in;"
+                " it is never passed to programs"
+            )
+        if not has_value:
+            if name not in os.environ:
+                raise UsageError(f"--env {name}: {name} is not set in the server's environment")
+            value = os.environ[name]
+        extra[name] = value
+    return extra
 
 
 def _profile(args: argparse.Namespace) -> tuple[CommandProfile, str]:
@@ -189,6 +227,7 @@ def _settings(args: argparse.Namespace, profile: CommandProfile) -> Settings:
             idle_timeout=args.idle_timeout,
             buffer_size=args.buffer_size,
             max_sessions=args.max_sessions,
+            env_extra=_env_extra(args.env),
             token=token,
             token_required=not args.no_token,
         )

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .pty import ExitStatus
-    from .session import PTYSession
 
 __all__ = [
     "CommandProfile",
@@ -40,6 +39,8 @@ class SpawnRequest:
     cwd: Path
     claude_session_id: str | None
     env: Mapping[str, str]
+    #: Seconds for each step of SIGHUP, SIGTERM, SIGKILL when the profile ends a process.
+    kill_grace: float
 
 
 class Tracker(Protocol):
@@ -99,8 +100,11 @@ class CommandProfile(Protocol):
         ...
 
     def after_exit(
-        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
-    ) -> Retry | None: ...
+        self, claude_session_id: str | None, status: ExitStatus, early: bool, tail: bytes
+    ) -> Retry | None:
+        """The program ended (``early``: soon after its start; ``tail``: its last output)
+        while the session held ``claude_session_id``: a ``Retry``, or None."""
+        ...
 
 
 def default_shell() -> str:
@@ -131,6 +135,6 @@ class ShellCommand:
         return SpawnPlan(argv=list(request.base_argv))
 
     def after_exit(
-        self, session: PTYSession, status: ExitStatus, early: bool, tail: bytes
+        self, claude_session_id: str | None, status: ExitStatus, early: bool, tail: bytes
     ) -> Retry | None:
         return None

@@ -240,6 +240,7 @@ class PTYSession:
             cwd=self.cwd,
             claude_session_id=self.claude_session_id,
             env=settings.child_env(),
+            kill_grace=settings.kill_grace,
         )
         plan = None
         try:
@@ -440,7 +441,7 @@ class PTYSession:
             retry: Retry | None = None
             if not fallback_used:
                 tail = self.buffer.since(max(self.buffer.start, self.buffer.end - _TAIL))
-                retry = self.profile.after_exit(self, status, early, tail.data)
+                retry = self.profile.after_exit(self.claude_session_id, status, early, tail.data)
             if retry is not None:
                 fallback_used = True
                 log.warning("retry project=%s: %s", self.output_project_id, retry.reason)

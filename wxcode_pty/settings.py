@@ -1,7 +1,7 @@
 """``Settings``: every knob of the plugin, with its default, in one frozen dataclass.
 
 Also the child environment: an allowlist of the server's variables plus explicit extras, never
-the variables that would confuse a nested Claude.
+the markers of a Claude session the server itself may run inside.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from .commands import CommandProfile, ShellCommand, default_shell
 
 __all__ = [
+    "CLAUDE_SESSION_MARKERS",
     "DEFAULT_ENV_ALLOWLIST",
     "PROJECT_ID_PATTERN",
     "Authenticate",
@@ -43,19 +44,41 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
     "XDG_RUNTIME_DIR",
-    "CLAUDE_CONFIG_DIR",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_MODEL",
     "HTTPS_PROXY",
     "HTTP_PROXY",
     "NO_PROXY",
+    "NODE_EXTRA_CA_CERTS",
+    # How users log Claude in and configure it (API key, gateway token, OAuth token, model).
+    "ANTHROPIC_*",
+    "CLAUDE_CODE_*",
+    "CLAUDE_CONFIG_DIR",
+    "DISABLE_AUTOUPDATER",
+    "DISABLE_TELEMETRY",
+    "DISABLE_ERROR_REPORTING",
+    # Bedrock: AWS credentials, profile and region.
+    "AWS_*",
+    # Vertex AI: region, per-model regions and Google credentials.
+    "CLOUD_ML_REGION",
+    "VERTEX_REGION_*",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+    "GCLOUD_PROJECT",
+    "CLOUDSDK_CONFIG",
 )
 
-#: Removed even when allowed: a Claude started from inside Claude Code misbehaves.
-_NESTED_CLAUDE = re.compile(r"^(CLAUDECODE|CLAUDE_CODE_.*)$")
+#: What a Claude process sets for the programs it starts. Always removed, even from explicit
+#: extras: a Claude that sees them may refuse to start or mix up sessions.
+CLAUDE_SESSION_MARKERS: frozenset[str] = frozenset(
+    {
+        "CLAUDECODE",
+        "CLAUDE_CODE_CHILD_SESSION",
+        "CLAUDE_CODE_SESSION_ID",
+        "CLAUDE_CODE_ENTRYPOINT",
+        "CLAUDE_CODE_EXECPATH",
+        "CLAUDE_CODE_SSE_PORT",
+    }
+)
 
-Principal = object
 #: ``authenticate(request) -> principal | None``; None or an exception means "no".
 Authenticate = Callable[..., Awaitable[object | None]]
 #: ``authorize(principal, output_project_id, action) -> bool``; actions: attach, input,
@@ -73,16 +96,17 @@ def build_child_env(
     term: str,
     source: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The program's environment: allowed server variables, then ``extra``, then ``TERM``."""
+    """The program's environment: allowed server variables, then ``extra``, then ``TERM``;
+    never the Claude session markers."""
     source = os.environ if source is None else source
     exact = {name for name in allowlist if not name.endswith("*")}
     prefixes = tuple(name[:-1] for name in allowlist if name.endswith("*"))
     env = {
         key: value
         for key, value in source.items()
-        if (key in exact or key.startswith(prefixes)) and not _NESTED_CLAUDE.match(key)
+        if (key in exact or key.startswith(prefixes)) and key not in CLAUDE_SESSION_MARKERS
     }
-    env.update({k: v for k, v in extra.items() if not _NESTED_CLAUDE.match(k)})
+    env.update({k: v for k, v in extra.items() if k not in CLAUDE_SESSION_MARKERS})
     env["TERM"] = term
     env.setdefault("COLORTERM", "truecolor")
     env.setdefault("LANG", "C.UTF-8")
@@ -135,7 +159,10 @@ class Settings:
 
     respawn_on_start: bool = True
     term: str = "xterm-256color"
+    #: Server variables the programs see (``NAME`` or a ``PREFIX*``).
     env_allowlist: tuple[str, ...] = DEFAULT_ENV_ALLOWLIST
+    #: Variables set for every program, whatever the allowlist (except the Claude session
+    #: markers, which are always removed).
     env_extra: Mapping[str, str] = field(default_factory=dict)
     default_cols: int = 80
     default_rows: int = 24
