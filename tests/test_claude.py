@@ -25,7 +25,7 @@ import pytest
 
 from wxcode_pty import proctree
 from wxcode_pty.claude import ClaudeCommand, ClaudeTracker, project_dir, project_folder
-from wxcode_pty.commands import SpawnRequest
+from wxcode_pty.commands import ClaudeState, SpawnRequest
 
 from .claude_cli import claude_env, claude_params, prepare_config_dir, transcript_path
 from .conftest import Attached
@@ -298,7 +298,7 @@ async def test_holders_are_ended_with_the_configured_grace(tmp_path: Path) -> No
         )
         command = ClaudeCommand(config_dir=tmp_path / "config", hook=False)
         async with asyncio.timeout(1.5):
-            await command.prepare(request, lambda new, reason: None)
+            await command.prepare(request, Events())
             assert await holder.wait() == -signal.SIGTERM
     finally:
         if holder.returncode is None:
@@ -309,11 +309,24 @@ async def test_holders_are_ended_with_the_configured_grace(tmp_path: Path) -> No
 # -- the tracker on recorded output -----------------------------------------------------------
 
 
+class Events:
+    """What a tracker reports (``ProgramEvents``), recorded."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.states: list[tuple[ClaudeState, str | None]] = []
+
+    def on_claude_id(self, claude_session_id: str, reason: str | None) -> None:
+        self.ids.append(claude_session_id)
+
+    def on_claude_state(self, state: ClaudeState, detail: str | None) -> None:
+        self.states.append((state, detail))
+
+
 def _tracker(tmp_path: Path, current: str) -> tuple[ClaudeTracker, list[str]]:
-    seen: list[str] = []
+    events = Events()
     folder = project_dir(tmp_path, tmp_path)
-    tracker = ClaudeTracker(tmp_path, folder, current, lambda new, reason: seen.append(new))
-    return tracker, seen
+    return ClaudeTracker(tmp_path, folder, current, events), events.ids
 
 
 async def test_the_output_path_touches_no_file(
@@ -330,7 +343,8 @@ async def test_the_output_path_touches_no_file(
     transcript = transcript_path(config, real, second)
     transcript.parent.mkdir(parents=True)
     transcript.write_text("{}\n")
-    seen: list[str] = []
+    events = Events()
+    seen = events.ids
     request = SpawnRequest(
         output_project_id="p1",
         session_id="s1",
@@ -340,9 +354,7 @@ async def test_the_output_path_touches_no_file(
         env={"PATH": os.environ["PATH"]},
         kill_grace=0.5,
     )
-    plan = await ClaudeCommand(config_dir=config, hook=False).prepare(
-        request, lambda new, reason: seen.append(new)
-    )
+    plan = await ClaudeCommand(config_dir=config, hook=False).prepare(request, events)
     tracker = plan.tracker
     assert isinstance(tracker, ClaudeTracker)
     output = json.dumps({"type": "system", "subtype": "init", "session_id": second}).encode()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from wxcode_pty import PTYSessionManager, ShellCommand, proctree
-from wxcode_pty.commands import IdListener, Retry, SpawnPlan, SpawnRequest
+from wxcode_pty.commands import ClaudeState, ProgramEvents, Retry, SpawnPlan, SpawnRequest
 from wxcode_pty.manager import InvalidProjectId, SessionLimitReached
 from wxcode_pty.pty import ExitStatus
 from wxcode_pty.session import PTYSession
@@ -33,6 +33,7 @@ class Probe:
         self.output = bytearray()
         self.exits: list[ExitStatus] = []
         self.ids: list[tuple[str, str | None, str | None]] = []
+        self.states: list[tuple[ClaudeState, str | None]] = []
         self.changed = asyncio.Event()
 
     def send_output(self, data: bytes) -> None:
@@ -43,6 +44,9 @@ class Probe:
         self, claude_session_id: str, previous: str | None, reason: str | None
     ) -> None:
         self.ids.append((claude_session_id, previous, reason))
+
+    def send_claude_state(self, state: ClaudeState, detail: str | None, since: float) -> None:
+        self.states.append((state, detail))
 
     def send_exit(self, status: ExitStatus) -> None:
         self.exits.append(status)
@@ -278,7 +282,7 @@ class GatedProfile:
     def base_argv(self) -> list[str]:
         return list(self.argv)
 
-    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+    async def prepare(self, request: SpawnRequest, events: ProgramEvents) -> SpawnPlan:
         self.waiting.set()
         await self.gate.wait()
         return SpawnPlan(argv=self.then.pop(0) if self.then else list(request.base_argv))
@@ -390,7 +394,7 @@ class CancelledAtSpawnProfile:
     def base_argv(self) -> list[str]:
         return ["sleep", "1000"]
 
-    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+    async def prepare(self, request: SpawnRequest, events: ProgramEvents) -> SpawnPlan:
         starting = asyncio.current_task()
         assert starting is not None
         # Runs on the next pass of the loop: while the spawn's thread forks and execs.

@@ -13,6 +13,10 @@ the ``claude --resume <id>`` hint printed on exit. A change seen only in the out
 when its transcript exists (looked up in a thread: the output path touches no file). When a
 resume fails because the conversation is gone, one retry starts a fresh conversation and says
 why.
+
+The same silent hooks report what Claude is doing (SPEC 8.1): ``UserPromptSubmit`` and
+``PreToolUse`` mean working, ``Notification`` waiting for the user (unless it only says Claude
+has sat idle), ``SessionStart`` and ``Stop`` ready.
 """
 
 from __future__ import annotations
@@ -35,12 +39,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import proctree
-from .commands import IdListener, Retry, SpawnPlan, SpawnRequest
+from .commands import ClaudeState, ProgramEvents, Retry, SpawnPlan, SpawnRequest
 
 if TYPE_CHECKING:
     from .pty import ExitStatus
 
-__all__ = ["ClaudeCommand", "ClaudeTracker", "project_dir", "project_folder", "transcript_path"]
+__all__ = [
+    "ClaudeCommand",
+    "ClaudeTracker",
+    "project_dir",
+    "project_folder",
+    "state_of",
+    "transcript_path",
+]
 
 log = logging.getLogger("wxcode_pty")
 
@@ -237,7 +248,7 @@ class ClaudeCommand:
             return Path(env["CLAUDE_CONFIG_DIR"])
         return Path(env.get("HOME") or os.path.expanduser("~")) / ".claude"
 
-    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+    async def prepare(self, request: SpawnRequest, events: ProgramEvents) -> SpawnPlan:
         config_dir = self.resolve_config_dir(request.env)
         claude_id = request.claude_session_id or str(uuid.uuid4())
         executable = await asyncio.to_thread(
@@ -256,7 +267,7 @@ class ClaudeCommand:
         env: dict[str, str] = dict(self.env)
         if self.config_dir is not None:
             env["CLAUDE_CONFIG_DIR"] = str(self.config_dir)
-        tracker = ClaudeTracker(config_dir, folder, claude_id, on_id)
+        tracker = ClaudeTracker(config_dir, folder, claude_id, events)
         if self.hook:
             socket_path, token = await tracker.listen()
             argv += ["--settings", _hook_settings()]
@@ -281,10 +292,38 @@ class ClaudeCommand:
         )
 
 
+#: The hooks injected: SessionStart follows the id; the others follow Claude's state (SPEC 8.1).
+_HOOK_EVENTS = (
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "Notification",
+    "Stop",
+    "SessionEnd",
+)
+
+
 def _hook_settings() -> str:
     command = f"{_shell_quote(sys.executable)} -I {_shell_quote(str(_HOOK_SCRIPT))}"
     hook = {"hooks": [{"type": "command", "command": command}]}
-    return json.dumps({"hooks": {"SessionStart": [hook]}}, separators=(",", ":"))
+    return json.dumps({"hooks": {event: [hook] for event in _HOOK_EVENTS}}, separators=(",", ":"))
+
+
+def state_of(event: Mapping[str, object]) -> tuple[ClaudeState, str | None] | None:
+    """Claude's state after a hook ``event`` (SPEC 8.1); None when it does not change it."""
+    name = event.get("hook_event_name")
+    if name in ("SessionStart", "Stop"):
+        return ClaudeState.READY, None
+    if name in ("UserPromptSubmit", "PreToolUse"):
+        return ClaudeState.WORKING, None
+    if name == "Notification":
+        kind = event.get("notification_type")
+        message = event.get("message")
+        if isinstance(kind, str) and "idle" in kind:
+            # Claude has only sat at its prompt for a while: it is still ready.
+            return ClaudeState.READY, None
+        return ClaudeState.WAITING, message[:200] if isinstance(message, str) else None
+    return None
 
 
 def _shell_quote(text: str) -> str:
@@ -300,12 +339,15 @@ class ClaudeTracker:
     """
 
     def __init__(
-        self, config_dir: Path, folder: Path, claude_session_id: str, on_id: IdListener
+        self, config_dir: Path, folder: Path, claude_session_id: str, events: ProgramEvents
     ) -> None:
         self.config_dir = config_dir
         self.folder = folder
         self.current = claude_session_id
-        self._on_id = on_id
+        self._events = events
+        #: Ids this process has moved away from: a weaker signal that still shows one of them
+        #: (the pid file is rewritten a moment after the hook) must not move it back.
+        self._left: set[str] = set()
         self._line = bytearray()
         self._server: asyncio.base_events.Server | None = None
         self._hook_folder: str | None = None
@@ -338,7 +380,7 @@ class ClaudeTracker:
             self._confirmed_at = self._signals
             self._switch(claude_session_id)
             return
-        if claude_session_id == self.current:
+        if claude_session_id == self.current or claude_session_id in self._left:
             return
         self._unchecked.append((self._signals, claude_session_id))
         if self._checker is None or self._checker.done():
@@ -353,8 +395,10 @@ class ClaudeTracker:
 
     def _switch(self, claude_session_id: str) -> None:
         if claude_session_id != self.current:
+            self._left.add(self.current)
+            self._left.discard(claude_session_id)
             self.current = claude_session_id
-            self._on_id(claude_session_id, None)
+            self._events.on_claude_id(claude_session_id, None)
 
     async def _on_hook(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -375,6 +419,9 @@ class ClaudeTracker:
                 and _UUID.fullmatch(claude_session_id)
             ):
                 self._accept(claude_session_id, confirmed=True)
+            change = state_of(event)
+            if change is not None:
+                self._events.on_claude_state(*change)
 
     async def _poll_pid_file(self, pid: int) -> None:
         path = self.config_dir / "sessions" / f"{pid}.json"

@@ -1,4 +1,5 @@
-"""The SessionStart/SessionEnd hook that Claude runs: hand its JSON to the server, print nothing.
+"""The hook that Claude runs (SessionStart, UserPromptSubmit, PreToolUse, Notification, Stop,
+SessionEnd): hand its JSON to the server, print nothing.
 
 Run by Claude through a shell as ``python -I claude_hook.py`` (standard library only: it
 must work whatever environment the program has). It reads the event from stdin and sends
@@ -14,6 +15,10 @@ import os
 import socket
 import sys
 
+#: What the server uses of an event; the rest (a prompt's text, a tool's input, the last
+#: answer) does not leave Claude's process.
+_FIELDS = ("hook_event_name", "session_id", "source", "reason", "notification_type", "message")
+
 
 def main() -> int:
     path = os.environ.get("WXCODE_PTY_HOOK")
@@ -21,10 +26,11 @@ def main() -> int:
     if not path:
         return 0
     try:
-        event = json.loads(sys.stdin.read(1 << 20) or "null")
+        event = json.loads(sys.stdin.read() or "null")
         if not isinstance(event, dict):
             return 0
-        line = f"{token} {json.dumps(event, separators=(',', ':'))}\n".encode()
+        kept = {name: event[name] for name in _FIELDS if name in event}
+        line = f"{token} {json.dumps(kept, separators=(',', ':'))}\n".encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(2)
             connection.connect(path)

@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import WSMsgType, web
 
 from . import protocol
+from .commands import ClaudeState
 from .metrics import Metrics
 from .pty import ExitStatus, InputOverflow, PTYClosed
 from .session import PTYSession
@@ -112,6 +113,10 @@ class Client:
             if replay.data:
                 self.send(strip_queries(replay.data))
             self.send(protocol.encode("replayed", offset=replay.end))
+            if session.claude_state is not None and session.claude_state_since is not None:
+                self.send_claude_state(
+                    session.claude_state, session.claude_state_detail, session.claude_state_since
+                )
         if self.closing:
             # The replay alone passed the queue's bound: closed before it began.
             await self.pump()
@@ -189,6 +194,9 @@ class Client:
                 reason=reason,
             )
         )
+
+    def send_claude_state(self, state: ClaudeState, detail: str | None, since: float) -> None:
+        self.send(protocol.encode("claude_state", state=state, detail=detail, since=since))
 
     def send_exit(self, status: ExitStatus) -> None:
         self.send(protocol.encode("exit", code=status.code, signal=status.signal))

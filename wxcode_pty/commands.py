@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
     from .pty import ExitStatus
 
 __all__ = [
+    "ClaudeState",
     "CommandProfile",
+    "ProgramEvents",
     "Retry",
     "ShellCommand",
     "SpawnPlan",
@@ -79,8 +82,32 @@ class Retry:
     reason: str
 
 
-#: Called by a tracker when it learned a new Claude session id (new id, reason or None).
-IdListener = Callable[[str, str | None], None]
+class ClaudeState(StrEnum):
+    """What Claude is doing (SPEC 8.1)."""
+
+    #: Spawned; Claude has not started its session yet.
+    STARTING = "starting"
+    #: At the prompt, waiting for a new request.
+    READY = "ready"
+    #: Running a turn.
+    WORKING = "working"
+    #: Needs the user: a permission prompt or a question.
+    WAITING = "waiting"
+
+
+class ProgramEvents(Protocol):
+    """What a profile's tracker reports about the running program (the session listens).
+
+    Called from the loop; must not block or await.
+    """
+
+    def on_claude_id(self, claude_session_id: str, reason: str | None) -> None:
+        """The current Claude session id is ``claude_session_id``."""
+        ...
+
+    def on_claude_state(self, state: ClaudeState, detail: str | None) -> None:
+        """Claude is now in ``state`` (``detail``: e.g. the permission it asks for)."""
+        ...
 
 
 class CommandProfile(Protocol):
@@ -95,8 +122,8 @@ class CommandProfile(Protocol):
         """The argv stored for a new session (without per-spawn flags)."""
         ...
 
-    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
-        """The command of one spawn; ``on_id`` is for the plan's tracker."""
+    async def prepare(self, request: SpawnRequest, events: ProgramEvents) -> SpawnPlan:
+        """The command of one spawn; ``events`` is for the plan's tracker."""
         ...
 
     def after_exit(
@@ -131,7 +158,7 @@ class ShellCommand:
     def base_argv(self) -> list[str]:
         return list(self.argv)
 
-    async def prepare(self, request: SpawnRequest, on_id: IdListener) -> SpawnPlan:
+    async def prepare(self, request: SpawnRequest, events: ProgramEvents) -> SpawnPlan:
         return SpawnPlan(argv=list(request.base_argv))
 
     def after_exit(

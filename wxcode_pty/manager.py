@@ -59,6 +59,9 @@ class SessionInfo(TypedDict):
     session_id: str
     output_project_id: str
     claude_session_id: str | None
+    claude_state: str | None
+    claude_state_detail: str | None
+    claude_state_since: float | None
     kind: str
     status: str
     status_reason: str | None
@@ -180,6 +183,9 @@ class PTYSessionManager:
             session_id=session.session_id if session else row.session_id,
             output_project_id=row.output_project_id,
             claude_session_id=session.claude_session_id if session else row.claude_session_id,
+            claude_state=session.claude_state if session and live else None,
+            claude_state_detail=session.claude_state_detail if session and live else None,
+            claude_state_since=session.claude_state_since if session and live else None,
             kind=row.kind,
             status=SessionStatus.RUNNING if live else row.status,
             status_reason=row.status_reason,

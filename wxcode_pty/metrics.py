@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .commands import ClaudeState
 from .manager import PTYSessionManager
 
 __all__ = ["Metrics"]
@@ -48,6 +49,15 @@ class Metrics:
                 f"# TYPE wxcode_pty_{name}_total counter",
                 f"wxcode_pty_{name}_total {manager.counters[name]}",
             ]
+        states = Counter(s.claude_state for s in sessions if s.claude_state is not None)
+        lines += [
+            "# HELP wxcode_pty_claude_sessions Sessions running Claude, by what Claude is doing.",
+            "# TYPE wxcode_pty_claude_sessions gauge",
+        ]
+        lines += [
+            f'wxcode_pty_claude_sessions{{state="{state}"}} {states[state]}'
+            for state in ClaudeState
+        ]
         lines += [
             "# HELP wxcode_pty_refusals_total Requests refused, by reason.",
             "# TYPE wxcode_pty_refusals_total counter",

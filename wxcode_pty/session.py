@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from .buffer import Replay, ReplayBuffer
-from .commands import CommandProfile, Retry, SpawnRequest, Tracker
+from .commands import ClaudeState, CommandProfile, Retry, SpawnRequest, Tracker
 from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .settings import Settings
 from .store import SessionStatus
@@ -94,6 +94,10 @@ class SessionClient(Protocol):
         """The Claude session id changed."""
         ...
 
+    def send_claude_state(self, state: ClaudeState, detail: str | None, since: float) -> None:
+        """Claude's state changed (SPEC 8.1)."""
+        ...
+
     def send_exit(self, status: ExitStatus) -> None:
         """The program ended; no more output follows."""
         ...
@@ -133,6 +137,10 @@ class PTYSession:
         #: True when this run continues one that a restart or the reaper ended.
         self.resumed = resumed
         self.created_at = time.time() if created_at is None else created_at
+        #: What Claude is doing (None for other programs, SPEC 8.1), since when (epoch seconds).
+        self.claude_state: ClaudeState | None = None
+        self.claude_state_detail: str | None = None
+        self.claude_state_since: float | None = None
         self.buffer = ReplayBuffer(settings.buffer_size)
         self.clients: set[SessionClient] = set()
         self._settings = settings
@@ -149,6 +157,8 @@ class PTYSession:
         #: measured on a clock that a change of the wall clock cannot move.
         self._active_at = time.monotonic()
         self._supervisor: asyncio.Task[None] | None = None
+        #: Calls of the host's ``on_claude_state`` still running.
+        self._callbacks: set[asyncio.Task[None]] = set()
         #: Set (and replaced) whenever a program starts or the session ends.
         self._changed = asyncio.Event()
         self._ended: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
@@ -244,7 +254,7 @@ class PTYSession:
         )
         plan = None
         try:
-            plan = await self.profile.prepare(request, self._on_claude_id)
+            plan = await self.profile.prepare(request, self)
             pty = await BidirectionalPTY.spawn(
                 plan.argv,
                 cwd=self.cwd,
@@ -283,6 +293,7 @@ class PTYSession:
             plan.tracker.started(pty.pid)
         if plan.claude_session_id is not None:
             self.claude_session_id = plan.claude_session_id
+            self.on_claude_state(ClaudeState.STARTING, None)
         self._started_at = time.monotonic()
         self._spawn_count += 1
         self._notify_changed()
@@ -375,11 +386,36 @@ class PTYSession:
 
     # -- the Claude session id ---------------------------------------------------------------
 
-    def _on_claude_id(self, claude_session_id: str, reason: str | None) -> None:
+    def on_claude_id(self, claude_session_id: str, reason: str | None) -> None:
         """The profile's tracker learned the current id (from the output path: no waiting)."""
         if self._closing is None and claude_session_id != self.claude_session_id:
             self._change_claude_id(claude_session_id, reason)
             self._recorder.record(claude_session_id=claude_session_id)
+
+    def on_claude_state(self, state: ClaudeState, detail: str | None) -> None:
+        """The profile's tracker learned what Claude is doing: tell the clients and the host."""
+        if self._closing is not None or (state, detail) == (
+            self.claude_state,
+            self.claude_state_detail,
+        ):
+            return
+        self.claude_state, self.claude_state_detail = state, detail
+        self.claude_state_since = since = time.time()
+        for client in tuple(self.clients):
+            client.send_claude_state(state, detail, since)
+        callback = self._settings.on_claude_state
+        if callback is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._tell_host(callback(self.output_project_id, state, detail))
+            )
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _tell_host(self, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception:
+            log.exception("on_claude_state failed project=%s", self.output_project_id)
 
     async def set_claude_session_id(
         self, claude_session_id: str | None, *, reason: str | None = None
@@ -499,6 +535,12 @@ class PTYSession:
                 # The row keeps saying "running": the next start sweeps and respawns it.
                 log.exception("recording the end of project=%s failed", self.output_project_id)
         await self._recorder.flush()
+        self.claude_state = self.claude_state_detail = self.claude_state_since = None
+        if self._callbacks:
+            # The host's calls get a moment to finish; one that hangs is not waited for.
+            await asyncio.wait(set(self._callbacks), timeout=5)
+            for task in self._callbacks:
+                task.cancel()
         log.info(
             "exit project=%s session=%s %s closing=%s",
             self.output_project_id,

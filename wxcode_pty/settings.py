@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .commands import CommandProfile, ShellCommand, default_shell
+from .commands import ClaudeState, CommandProfile, ShellCommand, default_shell
 
 __all__ = [
     "CLAUDE_SESSION_MARKERS",
@@ -20,6 +20,7 @@ __all__ = [
     "PROJECT_ID_PATTERN",
     "Authenticate",
     "Authorize",
+    "OnClaudeState",
     "Settings",
     "build_child_env",
     "valid_project_id",
@@ -84,6 +85,9 @@ Authenticate = Callable[..., Awaitable[object | None]]
 #: ``authorize(principal, output_project_id, action) -> bool``; actions: attach, input,
 #: resize, list, close. An exception means "no".
 Authorize = Callable[[object, str, str], Awaitable[bool]]
+#: ``on_claude_state(output_project_id, state, detail)``: Claude's state changed (SPEC 8.1).
+#: Its failures are logged, never fatal.
+OnClaudeState = Callable[[str, ClaudeState, str | None], Awaitable[None]]
 
 
 def valid_project_id(value: str) -> bool:
@@ -156,6 +160,9 @@ class Settings:
     token: str | None = None
     #: False turns the built-in token off (Origin and Host checks stay on).
     token_required: bool = True
+
+    #: Called when Claude's state changes, for hosts that notify people their own way.
+    on_claude_state: OnClaudeState | None = None
 
     respawn_on_start: bool = True
     term: str = "xterm-256color"
