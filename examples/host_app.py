@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import hmac
 import html
+import logging
 import os
 import secrets
 import shlex
@@ -29,10 +30,13 @@ from typing import Final
 
 from aiohttp import web
 
-from wxcode_pty import Settings, ShellCommand, create_app, get_session_manager
+from wxcode_pty import ClaudeCommand, Settings, ShellCommand, create_app, get_session_manager
+from wxcode_pty.commands import ClaudeState
 from wxcode_pty.security import RedactingAccessLogger
 
-__all__ = ["build_app", "main"]
+__all__ = ["build_app", "main", "notify"]
+
+log = logging.getLogger("host_app")
 
 SESSION_COOKIE: Final = "host_session"
 SESSION_SECONDS: Final = 8 * 3600
@@ -167,15 +171,31 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def owner_of(output_project_id: str) -> str | None:
+    user, dash, _ = output_project_id.partition("-")
+    return user if dash and user in PROJECTS else None
+
+
+async def notify(output_project_id: str, state: ClaudeState, detail: str | None) -> None:
+    """Claude's state changed: tell the project's owner. Here a log line; a real host would
+    send a chat message, a mail or a push notification."""
+    owner = owner_of(output_project_id)
+    if owner is not None and state == ClaudeState.WAITING:
+        what = detail or "Claude is waiting for you"
+        log.warning("%s: project %s needs you: %s", owner, output_project_id, what)
+
+
 def build_app(
     *,
     passwords: Mapping[str, str],
     database: Path,
     workdir: Path,
     command: list[str],
+    claude: str | None = None,
     key: bytes | None = None,
 ) -> web.Application:
-    """The host app with the plugin mounted at ``/pty``."""
+    """The host app with the plugin mounted at ``/pty``: each terminal runs ``command``, or
+    the Claude Code executable ``claude`` when given."""
     host = web.Application()
     logins = Logins(key or secrets.token_bytes(32))
     host[LOGINS_KEY] = logins
@@ -192,10 +212,11 @@ def build_app(
     plugin = create_app(
         Settings(
             database=database,
-            command=ShellCommand(command),
+            command=ClaudeCommand(executable=claude) if claude else ShellCommand(command),
             workdir=workdir,
             authenticate=authenticate,
             authorize=authorize,
+            on_claude_state=notify,
         )
     )
     host[PLUGIN_KEY] = plugin
@@ -220,17 +241,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--command", default=None, help="what each terminal runs (default: your shell)"
     )
+    parser.add_argument(
+        "--claude", metavar="PATH", default=None, help="run this Claude Code executable instead"
+    )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     command = (
         shlex.split(args.command) if args.command else [os.environ.get("SHELL") or "/bin/sh", "-l"]
     )
     if shutil.which(command[0]) is None:
         parser.error(f"--command: executable not found: {command[0]}")
+    if args.claude is not None and shutil.which(args.claude) is None:
+        parser.error(f"--claude: executable not found: {args.claude}")
     from_env = {user: os.environ.get(f"HOST_APP_{user.upper()}_PASSWORD") for user in PROJECTS}
     passwords = {user: password or secrets.token_urlsafe(9) for user, password in from_env.items()}
     app = build_app(
-        passwords=passwords, database=args.db, workdir=args.workdir.absolute(), command=command
+        passwords=passwords,
+        database=args.db,
+        workdir=args.workdir.absolute(),
+        command=command,
+        claude=args.claude,
     )
 
     def announce(_: str) -> None:

@@ -8,12 +8,16 @@ gets in without logging in.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from yarl import URL
+
+from wxcode_pty.commands import ClaudeState
 
 from .conftest import Attached
 from .processes import PROMPT, PYTHON, REPO, SHELL, URL_LINE, Process, child_env, free_port
@@ -176,3 +180,19 @@ async def test_no_entry_without_a_genuine_login(host: Host) -> None:
             async with forger.get(host.url("/pty/api/sessions"), headers=headers) as response:
                 assert response.status == 401
     assert not (host.workdir / "alice-notes").exists()
+
+
+async def test_the_owner_is_told_when_claude_needs_them(caplog: pytest.LogCaptureFixture) -> None:
+    """The example's ``on_claude_state`` callback: a log line naming the user and the project
+    when Claude waits for them, nothing for other states or projects of nobody."""
+    spec = importlib.util.spec_from_file_location("host_app", REPO / "examples" / "host_app.py")
+    assert spec is not None and spec.loader is not None
+    host_app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host_app)
+    with caplog.at_level(logging.INFO, logger="host_app"):
+        await host_app.notify("alice-notes", ClaudeState.WORKING, None)
+        await host_app.notify("nobody-x", ClaudeState.WAITING, "Claude needs your permission")
+        await host_app.notify("alice-notes", ClaudeState.WAITING, "Claude needs your permission")
+    assert [r.getMessage() for r in caplog.records] == [
+        "alice: project alice-notes needs you: Claude needs your permission"
+    ]
