@@ -34,6 +34,7 @@ class Probe:
         self.exits: list[ExitStatus] = []
         self.ids: list[tuple[str, str | None, str | None]] = []
         self.states: list[tuple[ClaudeState, str | None]] = []
+        self.sizes: list[tuple[int, int]] = []
         self.changed = asyncio.Event()
 
     def send_output(self, data: bytes) -> None:
@@ -47,6 +48,9 @@ class Probe:
 
     def send_claude_state(self, state: ClaudeState, detail: str | None, since: float) -> None:
         self.states.append((state, detail))
+
+    def send_size(self, cols: int, rows: int) -> None:
+        self.sizes.append((cols, rows))
 
     def send_exit(self, status: ExitStatus) -> None:
         self.exits.append(status)

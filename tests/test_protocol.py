@@ -366,3 +366,29 @@ async def test_many_clients_each_get_every_byte_in_order(plugin_factory: Factory
         while len(session.clients) > 3:
             await asyncio.sleep(0.01)
     assert not session.pty.gather_reads
+
+
+async def test_every_client_is_told_the_ptys_size_when_it_changes(plugin_factory: Factory) -> None:
+    """SPEC 5.4: the latest active client's size applies, and every attached client gets
+    ``size`` when it changes, so a page whose own size differs can say so."""
+    plugin = await plugin_factory()
+    a = await plugin.attach("p1", cols=80, rows=24)
+    b = await plugin.attach("p1", cols=120, rows=40)
+    assert (b.hello["cols"], b.hello["rows"]) == (120, 40)  # its own size, in its hello
+    assert (await a.wait_for("size")).message == {"type": "size", "cols": 120, "rows": 40}
+    await a.ws.send_bytes(b"x")  # a types: its size applies again
+    for client in (a, b):
+        assert (await client.wait_for("size")).message == {"type": "size", "cols": 80, "rows": 24}
+    await b.ws.send_str(json.dumps({"type": "resize", "cols": 100, "rows": 30}))
+    for client in (a, b):
+        assert (await client.wait_for("size")).message == {"type": "size", "cols": 100, "rows": 30}
+    # The same size again is no change: nothing is sent (a ping shows the order).
+    await b.ws.send_str(json.dumps({"type": "resize", "cols": 100, "rows": 30}))
+    await b.ws.send_str(json.dumps({"type": "ping", "id": 1}))
+    assert (await b.wait_for("pong")).message["id"] == 1
+    assert [e for e in b.events if e["type"] == "size"][-1] == {
+        "type": "size",
+        "cols": 100,
+        "rows": 30,
+    }
+    assert sum(e["type"] == "size" for e in b.events) == 2

@@ -198,6 +198,9 @@ class Client:
     def send_claude_state(self, state: ClaudeState, detail: str | None, since: float) -> None:
         self.send(protocol.encode("claude_state", state=state, detail=detail, since=since))
 
+    def send_size(self, cols: int, rows: int) -> None:
+        self.send(protocol.encode("size", cols=cols, rows=rows))
+
     def send_exit(self, status: ExitStatus) -> None:
         self.send(protocol.encode("exit", code=status.code, signal=status.signal))
         self.close(protocol.CLOSE_NORMAL, "program exited", flush=True)

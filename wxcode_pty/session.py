@@ -98,6 +98,10 @@ class SessionClient(Protocol):
         """Claude's state changed (SPEC 8.1)."""
         ...
 
+    def send_size(self, cols: int, rows: int) -> None:
+        """The PTY's size changed (another client became the active one, or this one)."""
+        ...
+
     def send_exit(self, status: ExitStatus) -> None:
         """The program ended; no more output follows."""
         ...
@@ -383,6 +387,8 @@ class PTYSession:
             self.cols, self.rows = cols, rows
             if self._pty is not None:
                 self._pty.resize(cols, rows)
+            for client in tuple(self.clients):
+                client.send_size(cols, rows)
 
     # -- the Claude session id ---------------------------------------------------------------
 
