@@ -22,6 +22,7 @@ import pytest
 __all__ = [
     "FAKE_CLAUDE",
     "REAL_CLAUDE_ENV",
+    "REAL_CLAUDE_MISSING",
     "claude_env",
     "claude_params",
     "prepare_config_dir",
@@ -52,13 +53,20 @@ def real_claude() -> Path | None:
     return path.absolute()
 
 
-def prepare_config_dir(config_dir: Path, trusted_dirs: list[Path]) -> None:
+def prepare_config_dir(
+    config_dir: Path, trusted_dirs: list[Path], permission_mode: str | None = None
+) -> None:
     """Make a Claude config dir in which `claude` starts straight at its prompt.
 
     Offline, a fresh config dir stops at onboarding ("Unable to connect to Anthropic
     services", exit 1); each new cwd then asks whether to trust the folder (default "No,
     exit"); and `--dangerously-skip-permissions` asks once to accept bypass mode. Existing
     content is kept. For tests only: for users the trust question is theirs to answer.
+
+    `permission_mode` sets the default permission mode. 2.1.330's own default is "auto",
+    which runs a Bash command without asking when the API does not object; "default" asks
+    first. Any mode but "auto" also makes the TUI offer once, over the prompt, to switch to
+    auto mode: that offer is marked as already answered.
     """
     config_dir.mkdir(parents=True, exist_ok=True)
 
@@ -77,11 +85,19 @@ def prepare_config_dir(config_dir: Path, trusted_dirs: list[Path]) -> None:
         entry["hasTrustDialogAccepted"] = True
         projects[key] = entry
     state["projects"] = projects
+    if permission_mode is not None:
+        state["hasSeenAutoDefaultNudge"] = True
     _write_json(state_file, state)
 
     settings_file = config_dir / "settings.json"
     settings = _read_json_object(settings_file)
     settings["skipDangerousModePermissionPrompt"] = True
+    if permission_mode is not None:
+        permissions = settings.get("permissions")
+        if not isinstance(permissions, dict):
+            permissions = {}
+        permissions["defaultMode"] = permission_mode
+        settings["permissions"] = permissions
     _write_json(settings_file, settings)
 
 
@@ -149,6 +165,13 @@ def _write_json(path: Path, value: dict[str, object]) -> None:
     tmp.replace(path)
 
 
+#: Why a real-CLI test is skipped (shown by ``-rs``).
+REAL_CLAUDE_MISSING = (
+    "real Claude CLI not installed: set WXCODE_PTY_REAL_CLAUDE "
+    "(tests/fixtures/claude/install.sh prints the path; .ci/run does)"
+)
+
+
 def claude_params() -> list[object]:
     """Parameters running a test with the stand-in and with the real CLI (skipped, with the
     reason shown by ``-rs``, when it is not installed)."""
@@ -160,11 +183,7 @@ def claude_params() -> list[object]:
             id="real-cli",
             marks=[
                 pytest.mark.real_claude,
-                pytest.mark.skipif(
-                    real is None,
-                    reason="real Claude CLI not installed: set WXCODE_PTY_REAL_CLAUDE "
-                    "(tests/fixtures/claude/install.sh prints the path; .ci/run does)",
-                ),
+                pytest.mark.skipif(real is None, reason=REAL_CLAUDE_MISSING),
             ],
         ),
     ]

@@ -1,7 +1,8 @@
 """A host application with the plugin mounted at /pty, as a real process for restart tests.
 
 Built only on the public API. Usage:
-    plugin_server.py PORT DB WORKDIR (--argv JSON | --claude PATH) [--kill-grace S] [--env K=V ...]
+    plugin_server.py PORT DB WORKDIR (--argv JSON | --claude PATH) [--kill-grace S]
+                     [--idle-timeout S] [--env K=V ...]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--argv")
     parser.add_argument("--claude")
     parser.add_argument("--kill-grace", type=float, default=1.0)
+    parser.add_argument("--idle-timeout", type=float, default=Settings.idle_timeout)
     parser.add_argument("--env", action="append", default=[])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -42,6 +44,7 @@ def main() -> None:
         command=command,
         token=TOKEN,
         kill_grace=args.kill_grace,
+        idle_timeout=args.idle_timeout,
         env_extra=dict(item.split("=", 1) for item in args.env),
     )
     host = web.Application()
