@@ -35,7 +35,14 @@ class ServerProcess:
         self.workdir = tmp / "projects"
         self.log = tmp / "server.log"
         self.extra = extra
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # DISABLE_AUTOUPDATER: the real CLI would otherwise install a newer release of itself
+        # (globally, with npm) while a test runs.
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DISABLE_AUTOUPDATER": "1",
+            **(env or {}),
+        }
         self.process: asyncio.subprocess.Process | None = None
         self.origin = f"http://127.0.0.1:{self.port}"
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
