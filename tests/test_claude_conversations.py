@@ -10,6 +10,7 @@ Skipped, with the reason, when the real CLI is not installed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -350,3 +351,40 @@ async def test_standin_answers_as_the_messages_api_does() -> None:
         assert prompts_of(recorded.messages) == ["list the files"]
         found = await standin.wait_for(lambda r: r is standin.conversation[1], timeout=1)
         assert found is standin.requests[2]
+
+
+@pytest.mark.real_claude
+async def test_claudes_state_follows_a_turn_with_a_permission_prompt(
+    start_conversation: StartConversation,
+) -> None:
+    """SPEC 8.1 with the real CLI: ready at the prompt, working on a prompt, waiting (with the
+    permission asked) at the permission prompt, working again once approved, ready at the end
+    of the turn; on the socket and in the session's JSON."""
+    talk = await start_conversation()
+    talk.standin.script(Bash("touch state-marker", "Create a marker"), Text("MARKER MADE"))
+    client = await talk.attach()
+
+    async def states_until(wanted: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(TURN):
+            while not seen or seen[-1]["state"] != wanted:
+                seen.append((await client.wait_for("claude_state", timeout=TURN)).message)
+        return seen
+
+    assert [s["state"] for s in await states_until("ready")][-1] == "ready"
+    await client.ws.send_bytes(b"make the marker\r")
+    before_prompt = await states_until("waiting")
+    assert "working" in [s["state"] for s in before_prompt]
+    waiting = before_prompt[-1]
+    assert waiting["detail"] and "permission" in waiting["detail"].lower(), waiting
+    info = (await talk.server.sessions())["p1"]
+    assert info["claude_state"] == "waiting" and info["claude_state_detail"] == waiting["detail"]
+    await until_on_screen(client, "Do you want to proceed?")
+    await asyncio.sleep(0.5)  # keys within ~150 ms of the prompt are dropped (see above)
+    await client.ws.send_bytes(b"1")
+    await client.ws.send_bytes(b"\r")
+    after = await states_until("ready")
+    assert "working" in [s["state"] for s in after], after
+    await until_on_screen(client, "MARKER MADE")
+    assert (talk.cwd / "state-marker").exists()
+    assert all(b["since"] >= a["since"] for a, b in itertools.pairwise(after))

@@ -99,6 +99,7 @@ def test_hook_events_map_to_states() -> None:
     assert state_of({"hook_event_name": "SessionStart"}) == (ClaudeState.READY, None)
     assert state_of({"hook_event_name": "UserPromptSubmit"}) == (ClaudeState.WORKING, None)
     assert state_of({"hook_event_name": "PreToolUse"}) == (ClaudeState.WORKING, None)
+    assert state_of({"hook_event_name": "PostToolUse"}) == (ClaudeState.WORKING, None)
     assert state_of(
         {
             "hook_event_name": "Notification",

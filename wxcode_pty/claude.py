@@ -14,9 +14,10 @@ when its transcript exists (looked up in a thread: the output path touches no fi
 resume fails because the conversation is gone, one retry starts a fresh conversation and says
 why.
 
-The same silent hooks report what Claude is doing (SPEC 8.1): ``UserPromptSubmit`` and
-``PreToolUse`` mean working, ``Notification`` waiting for the user (unless it only says Claude
-has sat idle), ``SessionStart`` and ``Stop`` ready.
+The same silent hooks report what Claude is doing (SPEC 8.1): ``UserPromptSubmit``,
+``PreToolUse`` and ``PostToolUse`` (a tool ran: a permission prompt was approved) mean working,
+``Notification`` waiting for the user (unless it only says Claude has sat idle),
+``SessionStart`` and ``Stop`` ready.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ _HOOK_EVENTS = (
     "SessionStart",
     "UserPromptSubmit",
     "PreToolUse",
+    "PostToolUse",
     "Notification",
     "Stop",
     "SessionEnd",
@@ -314,7 +316,8 @@ def state_of(event: Mapping[str, object]) -> tuple[ClaudeState, str | None] | No
     name = event.get("hook_event_name")
     if name in ("SessionStart", "Stop"):
         return ClaudeState.READY, None
-    if name in ("UserPromptSubmit", "PreToolUse"):
+    if name in ("UserPromptSubmit", "PreToolUse", "PostToolUse"):
+        # PostToolUse: a tool ran, so a permission prompt (waiting) was answered yes.
         return ClaudeState.WORKING, None
     if name == "Notification":
         kind = event.get("notification_type")

@@ -1,5 +1,5 @@
-"""The hook that Claude runs (SessionStart, UserPromptSubmit, PreToolUse, Notification, Stop,
-SessionEnd): hand its JSON to the server, print nothing.
+"""The hook that Claude runs (SessionStart, UserPromptSubmit, PreToolUse, PostToolUse,
+Notification, Stop, SessionEnd): hand its JSON to the server, print nothing.
 
 Run by Claude through a shell as ``python -I claude_hook.py`` (standard library only: it
 must work whatever environment the program has). It reads the event from stdin and sends
