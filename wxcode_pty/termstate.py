@@ -67,9 +67,11 @@ _OSC_C0 = rb"[\x00-\x06\x08-\x17\x19\x1c-\x1f]"
 # expression runs over every chunk with an ESC, and TUI output has one every few bytes. Named
 # groups, lookbehinds or a C1 alternative here make the search much slower, so they
 # are left to _SEQUENCE, which runs only where this one stops, and the C1 form (never used in
-# practice) runs only on a chunk that holds a C1 introducer.
+# practice) runs only on a chunk that holds a C1 introducer. A DEC mode change, by far the
+# most frequent (a TUI brackets every frame with one), is matched whole: it needs no more.
 _CANDIDATE_TEMPLATE = rb"""
-    \x1b %(F)b*+ (?: \[ %(F)b*+ (?: [?<>=] | %(P)b*+ [\x20!r] ) | [\]=>c] ) %(C1)b
+    \x1b %(F)b*+ (?: \[ %(F)b*+ (?: \? %(P)b*+ [hl]? | [<>=] | %(P)b*+ [\x20!r] ) | [\]=>c] )
+    %(C1)b
 """
 _CANDIDATE = _pattern(_CANDIDATE_TEMPLATE, F=_F, P=_P, C1=b"")
 _CANDIDATE_C1 = _pattern(_CANDIDATE_TEMPLATE, F=_F, P=_P, C1=rb"| \xc2 [\x9b\x9d]")
@@ -134,6 +136,7 @@ _MOUSE_ENCODINGS: Final = frozenset({1006, 1016})
 # Modes that are only on or off. 66 (DECNKM) is the keypad mode that ESC = and ESC > set too.
 # xterm.js ignores 1005 and 1015; they are kept for other terminals.
 _FLAG_MODES: Final = frozenset({1, 6, 7, 25, 45, 66, 1004, 1005, 1015, 2004, 2026, 2031})
+_FLAG_MODE_ARGUMENTS: Final = {b"%d" % mode: mode for mode in _FLAG_MODES}
 _KEYPAD: Final = 66
 _DEFAULT_MODES: Final = frozenset({7, 25})
 # A soft reset leaves the mouse alone, and these two are mouse modes.
@@ -223,10 +226,13 @@ class TerminalState:
     # -- changes -----------------------------------------------------------------------------
 
     def _apply(self, action: int, argument: bytes) -> None:
-        if action in (_DECSET, _DECRST):
-            on = action == _DECSET
+        if action <= _DECRST:  # the most frequent by far: a single on/off mode, quickly
+            if argument in _FLAG_MODE_ARGUMENTS:
+                mode = _FLAG_MODE_ARGUMENTS[argument]
+                self.modes = self.modes | {mode} if action == _DECSET else self.modes - {mode}
+                return
             for mode in _params(argument):
-                self._set_mode(mode, on)
+                self._set_mode(mode, action == _DECSET)
         elif action == _KEYPAD_APPLICATION:
             self.modes |= {_KEYPAD}
         elif action == _KEYPAD_NUMERIC:
@@ -415,6 +421,11 @@ def _scan(data: bytes) -> list[tuple[int, int, bytes]]:
         candidates = _CANDIDATE_C1
     found: list[tuple[int, int, bytes]] = []
     for candidate in candidates.finditer(data):
+        sequence = candidate[0]
+        final = sequence[-1]
+        if final in b"hl" and sequence.startswith(b"\x1b[?"):
+            found.append((candidate.end(), _DECSET if final == 0x68 else _DECRST, sequence[3:-1]))
+            continue
         match = _SEQUENCE.match(data, candidate.start())
         if match is None:
             continue
@@ -466,6 +477,8 @@ def _unfinished(data: bytes) -> bytes:
 
 def _params(argument: bytes) -> list[int]:
     """CSI parameters as xterm.js reads them: at least one, empty as 0, sub-parameters off."""
+    if argument.isdigit() and len(argument) <= _MAX_DIGITS - 1:
+        return [int(argument)]  # the usual case, quickly
     values: list[int] = []
     for param in argument.translate(None, _C0_DEL).split(b";")[:_MAX_PARAMS]:
         digits = param.split(b":", 1)[0].lstrip(b"0")
