@@ -23,7 +23,13 @@ async def test_hello_replay_replayed_then_live(plugin_factory: Factory) -> None:
     assert hello["protocol"] == 1 and hello["output_project_id"] == "p1"
     assert hello["claude_session_id"] is None and hello["resumed"] is False
     assert (hello["cols"], hello["rows"]) == (100, 30)
-    assert first.replay == {"type": "replay", "from": 0, "to": hello["offset"], "truncated": False}
+    assert first.replay == {
+        "type": "replay",
+        "from": 0,
+        "to": hello["offset"],
+        "truncated": False,
+        "prelude": 0,
+    }
     await first.ws.send_bytes(b"hello\n")
     await first.read_until(b"hello\r\n")
     # A second client replays what the first produced, then both see live output.

@@ -24,25 +24,26 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from .termquery import _F, _FINISHED, _P, _QUERY, _is_query, _pattern
-from .termstate import _params
+from .termquery import FINISHED, QUERY, SEQ_CONTROL, SEQ_PARAM, compile_pattern, is_query
+from .termstate import parameters
 
 __all__ = ["AnswerFilter", "FilteredInput"]
 
-# Where a query this filter follows can start (a superset, confirmed with termquery's _QUERY):
+# Where a query this filter follows can start (a superset, confirmed with termquery's QUERY):
 # DA, XTVERSION, DSR/CPR, DECRQM, kitty flags, window reports, OSC colours, DECRQSS.
 _CANDIDATE_TEMPLATE = rb"""
     \x1b %(F)b*+ (?: \[ %(F)b*+ (?: [?>] %(P)b*+ [cnqu$] | %(P)b*+ [cnt$] )
                    | \] (?: [0-9;] | %(F)b )*+ \?
                    | P %(P)b*+ \$ ) %(C1)b
 """
-_CANDIDATE = _pattern(_CANDIDATE_TEMPLATE, F=_F, P=_P, C1=b"")
+_CANDIDATE = compile_pattern(_CANDIDATE_TEMPLATE, F=SEQ_CONTROL, P=SEQ_PARAM, C1=b"")
 # The C1 form makes every search slower; it only runs on output that holds a C1 introducer.
-_CANDIDATE_C1 = _pattern(_CANDIDATE_TEMPLATE, F=_F, P=_P, C1=rb"| \xc2 [\x9b\x9d\x90]")
+_CANDIDATE_C1 = compile_pattern(
+    _CANDIDATE_TEMPLATE, F=SEQ_CONTROL, P=SEQ_PARAM, C1=rb"| \xc2 [\x9b\x9d\x90]"
+)
 _C1_INTRODUCERS: Final = (b"\xc2\x9b", b"\xc2\x9d", b"\xc2\x90")
 
 # A query's parts once the controls xterm.js executes inside it are gone.
@@ -88,7 +89,7 @@ class _Question:
     serial: int
     answered: bool = False
     #: The clients whose answer to this question has been seen.
-    responders: set[Hashable] = field(default_factory=set)
+    responders: set[object] = field(default_factory=set)
     #: A non-active client's answer, waiting for the active client's.
     held: bytes | None = None
 
@@ -121,7 +122,7 @@ class AnswerFilter:
         self._questions: deque[_Question] = deque()
         self._asked = 0
         #: Each attached client and how many questions had been asked when it attached.
-        self._attached: dict[Hashable, int] = {}
+        self._attached: dict[object, int] = {}
         #: Held answers of questions forgotten to stay within max_questions: (due, answer).
         self._due: list[tuple[float, bytes]] = []
         self._tail = b""
@@ -143,8 +144,8 @@ class AnswerFilter:
         if b"\xc2" in data and any(intro in data for intro in _C1_INTRODUCERS):
             candidates = _CANDIDATE_C1
         for candidate in candidates.finditer(data):
-            query = _QUERY.match(data, candidate.start())
-            if query is not None and _is_query(query):
+            query = QUERY.match(data, candidate.start())
+            if query is not None and is_query(query):
                 for key in _question_keys(query[0]):
                     self._ask(key, now)
         self._tail = _unfinished(data)
@@ -160,15 +161,15 @@ class AnswerFilter:
 
     # -- clients -----------------------------------------------------------------------------
 
-    def attach(self, client: Hashable) -> None:
+    def attach(self, client: object) -> None:
         """``client`` sees the output from now on: it answers only the questions asked later."""
         self._attached[client] = self._asked
 
-    def detach(self, client: Hashable) -> None:
+    def detach(self, client: object) -> None:
         self._attached.pop(client, None)
 
     def filter_input(
-        self, client: Hashable, data: bytes, *, active: bool, now: float
+        self, client: object, data: bytes, *, active: bool, now: float
     ) -> FilteredInput:
         """The bytes to write to the program for ``client``'s input ``data``.
 
@@ -195,7 +196,7 @@ class AnswerFilter:
         pieces.append(data[kept_from:])
         return FilteredInput(b"".join(pieces), answered < len(data))
 
-    def _judge(self, client: Hashable, active: bool, match: re.Match[bytes], now: float) -> int:
+    def _judge(self, client: object, active: bool, match: re.Match[bytes], now: float) -> int:
         if match["focus"] is not None:
             return _PASS if active else _REMOVE
         key = _answer_key(match)
@@ -221,7 +222,7 @@ class AnswerFilter:
         question.answered = True
         return _PASS
 
-    def _waiting(self, key: str, client: Hashable) -> _Question | None:
+    def _waiting(self, key: str, client: object) -> _Question | None:
         """The oldest question for ``key`` that ``client`` saw and has not answered."""
         since = self._attached.get(client, 0)
         for question in self._questions:
@@ -277,7 +278,7 @@ def _question_keys(query: bytes) -> list[str]:
     if parts is None:
         return []
     prefix, params_text, intermediates, final = parts.groups()
-    params = _params(params_text)
+    params = parameters(params_text)
     if intermediates == b"$" and final == b"p":
         return [f"mode{prefix.decode()}{params[0]}"]
     if intermediates:
@@ -364,6 +365,6 @@ def _unfinished(data: bytes) -> bytes:
     c1 = b"\xc2" in data
     if c1:
         start = max(start, *(data.rfind(intro, cut) for intro in _C1_INTRODUCERS))
-    if start >= 0 and _FINISHED.match(data, start) is None:
+    if start >= 0 and FINISHED.match(data, start) is None:
         return data[start:]
     return b"\xc2" if c1 and data[-1] == 0xC2 else b""

@@ -91,6 +91,10 @@ class Client:
         # output begins.
         replay = session.replay(since if same_run else None)
         truncated = replay.truncated or (since is not None and not same_run)
+        # A client that continues its stream keeps its terminal; any other resets it and is
+        # first put into the state in force at the replay's first byte.
+        resuming = since is not None and same_run and not truncated
+        prelude = b"" if resuming else session.prelude(replay.start)
         with self._direct.corked():
             self.send(
                 protocol.encode(
@@ -107,9 +111,17 @@ class Client:
             )
             self.send(
                 protocol.encode(
-                    "replay", **{"from": replay.start, "to": replay.end, "truncated": truncated}
+                    "replay",
+                    **{
+                        "from": replay.start,
+                        "to": replay.end,
+                        "truncated": truncated,
+                        "prelude": len(prelude),
+                    },
                 )
             )
+            if prelude:
+                self.send(prelude)
             if replay.data:
                 self.send(strip_queries(replay.data))
             self.send(protocol.encode("replayed", offset=replay.end))

@@ -24,11 +24,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from .answers import AnswerFilter
 from .buffer import Replay, ReplayBuffer
 from .commands import ClaudeState, CommandProfile, Retry, SpawnRequest, Tracker
+from .errors import WxcodePtyError
 from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .settings import Settings
 from .store import SessionStatus
+from .termstate import TerminalTimeline
 
 __all__ = ["CloseReason", "PTYSession", "Recorder", "SessionClient"]
 
@@ -146,7 +149,15 @@ class PTYSession:
         self.claude_state_detail: str | None = None
         self.claude_state_since: float | None = None
         self.buffer = ReplayBuffer(settings.buffer_size)
+        #: The terminal state at every offset of the buffer's window (the replay's prelude).
+        self._terminal = TerminalTimeline(settings.buffer_size)
+        #: One answer per terminal query, however many clients are attached.
+        self._answers = AnswerFilter()
+        self._answer_timer: asyncio.TimerHandle | None = None
         self.clients: set[SessionClient] = set()
+        #: The most recently active client (attached, typed or resized): its size is the
+        #: PTY's, its answers to queries go first, only its focus reports pass.
+        self._active: SessionClient | None = None
         self._settings = settings
         self._recorder = recorder
         self._budget = budget
@@ -320,10 +331,14 @@ class PTYSession:
     # -- output and flow control -------------------------------------------------------------
 
     def _on_output(self, data: bytes) -> None:
-        """The hot path (every read from the PTY): buffer, fan out, let the tracker look."""
+        """The hot path (every read from the PTY): buffer, terminal state, queries, fan out,
+        let the tracker look."""
         self.buffer.append(data)
-        self._active_at = time.monotonic()
+        self._terminal.feed(data)
+        self._active_at = now = time.monotonic()
         fanout = self._fanout
+        if len(fanout) > 1:  # with one client there is nothing to de-duplicate
+            self._answers.on_output(data, now)
         # A client's backlog only changes with what it is sent: all congested is known here.
         congested = bool(fanout)
         for client in fanout:
@@ -351,9 +366,16 @@ class PTYSession:
         """What a client attaching now is sent before live output (see ``ReplayBuffer``)."""
         return self.buffer.since(since)
 
+    def prelude(self, offset: int) -> bytes:
+        """What puts a freshly reset terminal into the state in force at ``offset`` (of the
+        replay window): modes the program set once, before the window."""
+        return self._terminal.prelude(offset)
+
     def attach(self, client: SessionClient) -> None:
-        """Add a client: it gets every chunk of output from now on."""
+        """Add a client: it gets every chunk of output from now on, and is the active one."""
         self.clients.add(client)
+        self._answers.attach(client)
+        self._active = client
         self._match_reads_to_clients()
         self.touch()
 
@@ -362,25 +384,55 @@ class PTYSession:
         if client not in self.clients:
             return
         self.clients.discard(client)
+        self._answers.detach(client)
+        if self._active is client:
+            self._active = None
         self._match_reads_to_clients()
         self.touch()
         self.drained()
 
     def input(self, client: SessionClient, data: bytes, *, may_resize: bool = True) -> None:
-        """Input typed by ``client``; its size becomes the PTY's (``latest``) when allowed.
+        """Input from ``client``. Typed input makes it the active client (and its size the
+        PTY's, tmux's ``latest``, when allowed); a terminal's answer to a query is passed
+        once, the active client's first (SPEC 6.5).
 
         Raises ``InputOverflow`` when the program does not read its input, ``PTYClosed`` when
         it has exited.
         """
-        if may_resize:
-            self._apply_size(client.cols, client.rows)
-        self.pty.write(data)
+        now = time.monotonic()
+        filtered = self._answers.filter_input(client, data, active=client is self._active, now=now)
+        if filtered.typed:
+            self._active = client
+            if may_resize:
+                self._apply_size(client.cols, client.rows)
+        if filtered.data:
+            self.pty.write(filtered.data)
+        self._schedule_answers()
         self.touch()
 
     def resize(self, client: SessionClient, cols: int, rows: int) -> None:
         """``client``'s terminal is now ``cols`` x ``rows``, and it is the active client."""
         client.cols, client.rows = cols, rows
+        self._active = client
         self._apply_size(cols, rows)
+
+    def _schedule_answers(self) -> None:
+        """Answers held back from other clients go out when the active one did not answer."""
+        deadline = self._answers.deadline
+        timer = self._answer_timer
+        if deadline is None or (timer is not None and timer.when() <= deadline):
+            return
+        if timer is not None:
+            timer.cancel()
+        self._answer_timer = asyncio.get_running_loop().call_at(deadline, self._release_answers)
+
+    def _release_answers(self) -> None:
+        self._answer_timer = None
+        due = self._answers.release(time.monotonic())
+        if due and self._pty is not None and self._closing is None:
+            with contextlib.suppress(WxcodePtyError):  # the program is gone or not reading
+                self._pty.write(due)
+        self._schedule_answers()
 
     def _apply_size(self, cols: int, rows: int) -> None:
         if (cols, rows) != (self.cols, self.rows):
@@ -541,6 +593,9 @@ class PTYSession:
                 # The row keeps saying "running": the next start sweeps and respawns it.
                 log.exception("recording the end of project=%s failed", self.output_project_id)
         await self._recorder.flush()
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+            self._answer_timer = None
         self.claude_state = self.claude_state_detail = self.claude_state_since = None
         if self._callbacks:
             # The host's calls get a moment to finish; one that hangs is not waited for.

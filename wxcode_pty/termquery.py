@@ -31,10 +31,19 @@ from __future__ import annotations
 import bisect
 import re
 
-__all__ = ["strip_queries"]
+__all__ = [
+    "FINISHED",
+    "OSC_BODY",
+    "QUERY",
+    "SEQ_CONTROL",
+    "SEQ_PARAM",
+    "compile_pattern",
+    "is_query",
+    "strip_queries",
+]
 
 
-def _pattern(template: bytes, **parts: bytes) -> re.Pattern[bytes]:
+def compile_pattern(template: bytes, **parts: bytes) -> re.Pattern[bytes]:
     """Compile a verbose pattern, filling in ``%(NAME)b`` placeholders."""
     return re.compile(template % {name.encode(): part for name, part in parts.items()}, re.X)
 
@@ -42,13 +51,13 @@ def _pattern(template: bytes, **parts: bytes) -> re.Pattern[bytes]:
 # Bytes that xterm.js executes (C0 but CAN, SUB, ESC) or ignores (DEL) inside an escape or
 # control sequence without leaving it. Real programs never put them there, but xterm.js would
 # still answer, so every pattern below lets them in.
-_F = rb"[\x00-\x17\x19\x1c-\x1f\x7f]"
+SEQ_CONTROL = rb"[\x00-\x17\x19\x1c-\x1f\x7f]"
 # Parameter bytes of a CSI or DCS, with those controls in between.
-_P = rb"[\x00-\x17\x19\x1c-\x1f\x7f0-9:;]"
+SEQ_PARAM = rb"[\x00-\x17\x19\x1c-\x1f\x7f0-9:;]"
 
 # CSI queries, by prefix, intermediate and final byte. Window reports (final "t") depend on the
 # first parameter, which is checked in code.
-_CSI = _pattern(
+_CSI = compile_pattern(
     rb"""
       >  %(P)b*+ [cq]                    # DA2, XTVERSION
     | =  %(P)b*+ c                       # DA3
@@ -64,13 +73,13 @@ _CSI = _pattern(
         | " %(F)b*+ v                    # DECRQDE
         | ' %(F)b*+ \| )                 # DECRQLP
     """,
-    P=_P,
-    F=_F,
+    P=SEQ_PARAM,
+    F=SEQ_CONTROL,
 ).pattern
 
 # String bodies. A C2 byte is allowed unless it starts a C1 code point, which ends or aborts
 # the string. xterm.js leaves an APC string at any non-ASCII character.
-_OSC_BODY = rb"[^\x07\x18\x1a\x1b\xc2]*+ (?: \xc2(?![\x80-\x9f]) [^\x07\x18\x1a\x1b\xc2]*+ )*+"
+OSC_BODY = rb"[^\x07\x18\x1a\x1b\xc2]*+ (?: \xc2(?![\x80-\x9f]) [^\x07\x18\x1a\x1b\xc2]*+ )*+"
 _DCS_BODY = rb"[^\x18\x1a\x1b\xc2]*+ (?: \xc2(?![\x80-\x9f]) [^\x18\x1a\x1b\xc2]*+ )*+"
 _APC_BODY = rb"[\x00-\x17\x19\x1c-\x7f]*+"
 # A bare ESC ends a string too, and xterm.js acts on the string at that ESC, so it counts as
@@ -80,7 +89,7 @@ _STRING_END = rb"(?: \x1b\\ | \xc2\x9c | (?=\x1b) )"
 # One candidate, anchored at an introducer: the 7-bit ESC form (with the controls the parser
 # executes before the introducing byte) or the UTF-8 encoded C1 form. A one-byte lookbehind on
 # the introducing byte then picks the body, so that each body is written once for both forms.
-_QUERY = _pattern(
+QUERY = compile_pattern(
     rb"""
     (?: \x1b (?P<lead> %(F)b*+ ) [\[\]P_Z] | \xc2 [\x9b\x9d\x90\x9f] )
     (?: (?<=[\[\x9b]) %(F)b*+ (?: %(CSI)b )
@@ -91,10 +100,10 @@ _QUERY = _pattern(
       | (?<=[_\x9f]) (?P<apc> G %(APC_BODY)b ) %(END)b     # kitty graphics
     )
     """,
-    F=_F,
-    P=_P,
+    F=SEQ_CONTROL,
+    P=SEQ_PARAM,
     CSI=_CSI,
-    OSC_BODY=_OSC_BODY,
+    OSC_BODY=OSC_BODY,
     DCS_BODY=_DCS_BODY,
     APC_BODY=_APC_BODY,
     END=_STRING_END,
@@ -103,7 +112,7 @@ _QUERY = _pattern(
 # Text and the common sequences that cannot be queries (SGR, cursor movement, erasing, mode
 # changes, charset selection), passed over in one match. Only where this stops does the loop in
 # strip_queries look closer, which keeps colour-heavy output fast.
-_SKIP = _pattern(
+_SKIP = compile_pattern(
     rb"""
     [^\x1b\xc2]*+
     (?: (?: \x1b (?: \[ [0-9;:]*+ [@-bd-mo-su-wy-~]     # CSI, any final but c n t x
@@ -120,7 +129,7 @@ _C1_INTRO = re.compile(rb"\xc2[\x90\x98\x9b\x9d\x9e\x9f]")
 _GROUNDING = re.compile(rb"[\x18\x1a]|\xc2[\x80-\x8f\x91-\x97\x99\x9a\x9c]")
 # A sequence that has finished, matched from its introducer. What is not matched here counts
 # as unfinished, which at worst adds a needless (and harmless) ST or CAN.
-_FINISHED = _pattern(
+FINISHED = compile_pattern(
     rb"""
       \x1b %(F)b*+ (?: \[ [\x00-\x17\x19\x1c-\x3f\x7f]*+ [\x40-\x7e]
                      | [\x20-\x2f] [\x00-\x17\x19\x1c-\x2f\x7f]*+ [\x30-\x7e]
@@ -129,7 +138,7 @@ _FINISHED = _pattern(
     | \xc2\x9b [\x00-\x17\x19\x1c-\x3f\x7f]*+ [\x40-\x7e]
     | \xc2\x9d [^\x07\x18\x1a\x1b]*+ \x07
     """,
-    F=_F,
+    F=SEQ_CONTROL,
 )
 
 _PARAM_SEPARATOR = re.compile(rb"[;:]")
@@ -162,12 +171,12 @@ def strip_queries(data: bytes) -> bytes:
             position = skipped.end()
         if position >= len(data):
             break
-        match = _QUERY.match(data, position)
+        match = QUERY.match(data, position)
         if match is None:
             position += 1
             continue
         position = match.end()
-        if not _is_query(match):
+        if not is_query(match):
             continue
         start = match.start()
         pieces.append(data[kept_from:start])
@@ -190,7 +199,7 @@ def strip_queries(data: bytes) -> bytes:
     return b"".join(pieces)
 
 
-def _is_query(match: re.Match[bytes]) -> bool:
+def is_query(match: re.Match[bytes]) -> bool:
     if match["winop"] is not None:
         params = match["csi_params"].translate(None, _C0_DEL)
         # Compared as text, not int(): a parameter may be thousands of digits long.
@@ -238,4 +247,4 @@ def _ground_before(data: bytes, lo: int, hi: int, c1_intros: list[int]) -> bool:
         return True
     if _GROUNDING.search(data, last + 1, hi):
         return True
-    return _FINISHED.match(data, last, hi) is not None
+    return FINISHED.match(data, last, hi) is not None

@@ -38,9 +38,9 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from .termquery import _F, _OSC_BODY, _P, _pattern
+from .termquery import OSC_BODY, SEQ_CONTROL, SEQ_PARAM, compile_pattern
 
-__all__ = ["TerminalState", "TerminalTimeline"]
+__all__ = ["TerminalState", "TerminalTimeline", "parameters"]
 
 # What a scanned sequence does, with its argument (parameters or a title).
 _DECSET: Final = 0
@@ -73,11 +73,13 @@ _CANDIDATE_TEMPLATE = rb"""
     \x1b %(F)b*+ (?: \[ %(F)b*+ (?: \? %(P)b*+ [hl]? | [<>=] | %(P)b*+ [\x20!r] ) | [\]=>c] )
     %(C1)b
 """
-_CANDIDATE = _pattern(_CANDIDATE_TEMPLATE, F=_F, P=_P, C1=b"")
-_CANDIDATE_C1 = _pattern(_CANDIDATE_TEMPLATE, F=_F, P=_P, C1=rb"| \xc2 [\x9b\x9d]")
+_CANDIDATE = compile_pattern(_CANDIDATE_TEMPLATE, F=SEQ_CONTROL, P=SEQ_PARAM, C1=b"")
+_CANDIDATE_C1 = compile_pattern(
+    _CANDIDATE_TEMPLATE, F=SEQ_CONTROL, P=SEQ_PARAM, C1=rb"| \xc2 [\x9b\x9d]"
+)
 
 # A followed sequence, matched at a candidate.
-_SEQUENCE = _pattern(
+_SEQUENCE = compile_pattern(
     rb"""
     (?: \x1b %(F)b*+ (?: (?P<esc> [=>c] ) | [\[\]] ) | \xc2 [\x9b\x9d] )
     (?: (?<=[=>c])
@@ -93,27 +95,29 @@ _SEQUENCE = _pattern(
         (?: \x07 | \xc2\x9c | (?=\x1b) )   # xterm.js acts at the ESC, of ST or of another
     )
     """,
-    F=_F,
-    P=_P,
+    F=SEQ_CONTROL,
+    P=SEQ_PARAM,
     OSC_C0=_OSC_C0,
-    OSC_BODY=_OSC_BODY,
+    OSC_BODY=OSC_BODY,
 )
 
 # The start of a followed sequence that the data ends inside, matched from its introducer.
-_UNFINISHED = _pattern(
+_UNFINISHED = compile_pattern(
     rb"""
       \x1b %(F)b*+ (?: \[ %(CSI)b | \] %(OSC)b )?
     | \xc2 (?: \x9b %(CSI)b | \x9d %(OSC)b )?
     """,
-    CSI=_pattern(
-        rb"%(F)b*+ (?: [?<>=] %(P)b*+ | %(P)b*+ (?: [\x20!] %(F)b*+ )? )", F=_F, P=_P
+    CSI=compile_pattern(
+        rb"%(F)b*+ (?: [?<>=] %(P)b*+ | %(P)b*+ (?: [\x20!] %(F)b*+ )? )",
+        F=SEQ_CONTROL,
+        P=SEQ_PARAM,
     ).pattern,
-    OSC=_pattern(
+    OSC=compile_pattern(
         rb"(?: (?: [02] | %(OSC_C0)b )++ (?: ; %(OSC_BODY)b )? )?",
         OSC_C0=_OSC_C0,
-        OSC_BODY=_OSC_BODY,
+        OSC_BODY=OSC_BODY,
     ).pattern,
-    F=_F,
+    F=SEQ_CONTROL,
 )
 
 #: Titles are kept to this many bytes.
@@ -231,16 +235,16 @@ class TerminalState:
                 mode = _FLAG_MODE_ARGUMENTS[argument]
                 self.modes = self.modes | {mode} if action == _DECSET else self.modes - {mode}
                 return
-            for mode in _params(argument):
+            for mode in parameters(argument):
                 self._set_mode(mode, action == _DECSET)
         elif action == _KEYPAD_APPLICATION:
             self.modes |= {_KEYPAD}
         elif action == _KEYPAD_NUMERIC:
             self.modes -= {_KEYPAD}
         elif action == _SCROLL_REGION:
-            self._set_region(_params(argument))
+            self._set_region(parameters(argument))
         elif action == _CURSOR_STYLE:
-            self._set_cursor_style(_params(argument)[0])
+            self._set_cursor_style(parameters(argument)[0])
         elif action == _TITLE:
             self.title = argument
         elif action == _MODIFY_KEYS:
@@ -252,7 +256,7 @@ class TerminalState:
             self._reset_all()
             self.title = title
         else:
-            self._kitty(action, _params(argument))
+            self._kitty(action, parameters(argument))
 
     def _set_mode(self, mode: int, on: bool) -> None:
         if mode in _FLAG_MODES:
@@ -297,7 +301,7 @@ class TerminalState:
         if not argument.translate(None, _C0_DEL):
             self.modify_other_keys = 0  # no parameter: every resource back to its default
             return
-        params = _params(argument)
+        params = parameters(argument)
         if params[0] == 4:
             self.modify_other_keys = params[1] if len(params) > 1 else 0
 
@@ -475,7 +479,7 @@ def _unfinished(data: bytes) -> bytes:
     return b"\xc2" if c1 and data[-1] == 0xC2 else b""
 
 
-def _params(argument: bytes) -> list[int]:
+def parameters(argument: bytes) -> list[int]:
     """CSI parameters as xterm.js reads them: at least one, empty as 0, sub-parameters off."""
     if argument.isdigit() and len(argument) <= _MAX_DIGITS - 1:
         return [int(argument)]  # the usual case, quickly
