@@ -171,6 +171,16 @@ def test_a_short_history_still_leaves_the_screen_in_place() -> None:
     assert_same_terminal(snap, terminal(data))
 
 
+def test_a_mostly_blank_screen_under_scrollback() -> None:
+    # The screen's blank rows are not written out: the screen must still start at the top.
+    data = ("\r\n".join(f"old {i}" for i in range(30)) + f"{ESC}[2J{ESC}[Htop").encode()
+    snap = snapshot_of(model_fed(data))
+    assert_same_terminal(snap, terminal(data))
+    got = terminal(snap)
+    assert screen(got)[0] == "top"
+    assert history(got)[-1] == "old 17"
+
+
 def test_alternate_screen_and_scroll_region() -> None:
     data = (
         "shell prompt $ vim\r\n"
@@ -284,7 +294,8 @@ def test_resize_while_stale_is_used_by_the_rebuild() -> None:
 
 
 def test_snapshot_of_a_large_screen_is_bounded() -> None:
-    model = model_fed(("w" * 300 + "\r\n").encode() * 2000, cols=300, rows=100, scrollback=200)
+    data = ("w" * 300 + "\r\n").encode() * 2000
+    model = model_fed(data, cols=300, rows=100, scrollback=200, pending_limit=len(data))
     snap = snapshot_of(model)
     # 300 lines of 300 cells at most, plus a few bytes per line.
     assert len(snap) < 300 * 310
@@ -351,9 +362,12 @@ async def test_catch_up_leaves_at_most_one_slice() -> None:
     assert model.pending <= 8192
 
 
-@pytest.mark.parametrize(("cols", "rows"), [(0, 0), (1, 1), (-5, 3)])
+@pytest.mark.parametrize(("cols", "rows"), [(0, 0), (1, 1), (-5, 1)])
 def test_degenerate_sizes_are_clamped(cols: int, rows: int) -> None:
+    # avt fails on a wide character in one column; the model is never that narrow.
     model = ScreenModel(cols, rows)
-    model.feed("世界🎉 wide in a narrow terminal\r\n".encode() * 3)
-    assert model.snapshot(lambda: b"") is not None
+    assert (model.cols, model.rows) == (2, 1)
+    model.feed("世界🎉 end".encode())
+    model.drain(1000)
     assert not model.stale
+    assert screen(terminal(snapshot_of(model), 2, 1)) == ["nd"]

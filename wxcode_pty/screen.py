@@ -49,8 +49,9 @@ log = logging.getLogger("wxcode_pty")
 
 #: Lines of scrollback kept and sent above the screen.
 DEFAULT_SCROLLBACK: Final = 200
-#: Output queued but not yet parsed, past which the model gives up and goes stale.
-DEFAULT_PENDING_LIMIT: Final = 1024 * 1024
+#: Output queued but not yet parsed, past which the model gives up and goes stale. It also
+#: bounds what :meth:`ScreenModel.snapshot` may have to parse at once.
+DEFAULT_PENDING_LIMIT: Final = 256 * 1024
 #: Most bytes parsed in one step of the background task.
 DEFAULT_SLICE: Final = 32 * 1024
 #: Most of the loop's time the background task takes while it has a backlog.
@@ -124,26 +125,35 @@ def _sgr(pen: avt.Pen) -> str:
 def _line(line: avt.Line) -> str:
     """One line as text with SGRs, trailing blank cells left out, ending in the default pen."""
     out: list[str] = []
-    pen = _RESET
+    pen: avt.Pen | None = None
+    sgr = _RESET
     blanks = 0
+    # Per cell, as few calls into avt as possible: a snapshot walks up to 200 lines of them.
     for cell in line.cells:
-        if cell.width == 0:  # the right half of a wide character
-            continue
-        if cell.is_default():
-            blanks += 1
-            continue
+        char = cell.char
+        if char == " ":
+            if cell.width == 0:  # the right half of a wide character
+                continue
+            cell_pen = cell.pen
+            if cell_pen.is_default():
+                blanks += 1
+                continue
+        else:
+            cell_pen = cell.pen
         if blanks:
-            if pen != _RESET:
+            if sgr != _RESET:
                 out.append(_RESET)
-                pen = _RESET
+                sgr, pen = _RESET, None
             out.append(" " * blanks)
             blanks = 0
-        cell_pen = _sgr(cell.pen)
-        if cell_pen != pen:
-            out.append(cell_pen)
+        if pen is None or cell_pen != pen:
             pen = cell_pen
-        out.append(cell.char)
-    if pen != _RESET:
+            cell_sgr = _sgr(cell_pen)
+            if cell_sgr != sgr:
+                out.append(cell_sgr)
+                sgr = cell_sgr
+        out.append(char)
+    if sgr != _RESET:
         out.append(_RESET)
     return "".join(out)
 
@@ -317,7 +327,12 @@ class ScreenModel:
         while True:
             if self._stale:
                 await self._flood_over()
-                self.rebuild(history())
+                if self._stale:  # a snapshot may have rebuilt it meanwhile
+                    self.rebuild(history())
+                    if self._stale:
+                        # The emulator failed on the history itself: leave rebuilding to
+                        # the snapshots rather than retry forever.
+                        return
                 continue
             if not self._queue:
                 self._wake.clear()
@@ -330,12 +345,11 @@ class ScreenModel:
             await asyncio.sleep(spent * (1 - self.cpu_share) / self.cpu_share)
 
     async def _flood_over(self) -> None:
-        """Return once output arrives slowly enough to be parsed again."""
-        quiet = self.pending_limit * self.cpu_share * _FLOOD_CHECK
-        while True:
+        """Return once output comes slowly enough to be parsed again (or the model is rebuilt)."""
+        while self._stale:
             self._fed_while_stale = 0
             await asyncio.sleep(_FLOOD_CHECK)
-            if self._fed_while_stale <= quiet:
+            if self._fed_while_stale <= self.pending_limit // 4:
                 return
 
     # -- internals ---------------------------------------------------------------------------
