@@ -349,6 +349,7 @@ class ScreenModel:
         while self._stale:
             self._fed_while_stale = 0
             await asyncio.sleep(_FLOOD_CHECK)
+            # A rate the background task parses with ease within its share of the loop.
             if self._fed_while_stale <= self.pending_limit // 4:
                 return
 
