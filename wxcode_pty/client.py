@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import WSMsgType, web
 
 from . import protocol
+from .buffer import Replay
 from .commands import ClaudeState
 from .metrics import Metrics
 from .pty import ExitStatus, InputOverflow, PTYClosed
@@ -43,6 +44,11 @@ async def close_socket(ws: web.WebSocketResponse, code: int, reason: str) -> Non
     """Close with ``code``, bounded in time: a peer that does not answer is not waited for."""
     with contextlib.suppress(TimeoutError, ConnectionError):
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()), timeout=5)
+
+
+def replay_at_end(replay: Replay, truncated: bool) -> Replay:
+    """An empty replay at ``replay``'s end: what a screen snapshot stands for."""
+    return Replay(replay.end, replay.end, b"", truncated)
 
 
 class Client:
@@ -92,9 +98,23 @@ class Client:
         replay = session.replay(since if same_run else None)
         truncated = replay.truncated or (since is not None and not same_run)
         # A client that continues its stream keeps its terminal; any other resets it and is
-        # first put into the state in force at the replay's first byte.
+        # first put into the state in force at the replay's first byte. When the window does
+        # not reach back to the start of the run, it gets the program's current screen instead
+        # of the window's bytes (after a minute of a spinner they would only hold redraws).
         resuming = since is not None and same_run and not truncated
-        prelude = b"" if resuming else session.prelude(replay.start)
+        prelude = b""
+        if not resuming and replay.start > 0:
+            await session.screen_caught_up()
+            # From here to the attach nothing awaits: the screen stands for every byte up to
+            # the replay's end, where live output begins.
+            screen_replay, snapshot = session.screen_replay()
+            if snapshot is not None:
+                replay = replay_at_end(screen_replay, truncated)
+                prelude = snapshot
+            else:
+                replay = screen_replay
+        if not resuming and not prelude:
+            prelude = session.prelude(replay.start)
         with self._direct.corked():
             self.send(
                 protocol.encode(

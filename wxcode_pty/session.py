@@ -29,6 +29,7 @@ from .buffer import Replay, ReplayBuffer
 from .commands import ClaudeState, CommandProfile, Retry, SpawnRequest, Tracker
 from .errors import WxcodePtyError
 from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
+from .screen import ScreenModel
 from .settings import Settings
 from .store import SessionStatus
 from .termstate import TerminalTimeline
@@ -154,6 +155,9 @@ class PTYSession:
         #: One answer per terminal query, however many clients are attached.
         self._answers = AnswerFilter()
         self._answer_timer: asyncio.TimerHandle | None = None
+        #: The program's current screen, for a client whose replay window cannot show it.
+        self._screen = ScreenModel(cols, rows)
+        self._screen_task: asyncio.Task[None] | None = None
         self.clients: set[SessionClient] = set()
         #: The most recently active client (attached, typed or resized): its size is the
         #: PTY's, its answers to queries go first, only its focus reports pass.
@@ -247,6 +251,7 @@ class PTYSession:
         self._held = hold_output
         await self._launch()
         self._supervisor = asyncio.create_task(self._supervise())
+        self._screen_task = asyncio.create_task(self._screen.run(self._history))
 
     def release_output(self) -> None:
         """Start reading a held session's output (its first client is in place, or gone)."""
@@ -335,6 +340,7 @@ class PTYSession:
         let the tracker look."""
         self.buffer.append(data)
         self._terminal.feed(data)
+        self._screen.feed(data)
         self._active_at = now = time.monotonic()
         fanout = self._fanout
         if len(fanout) > 1:  # with one client there is nothing to de-duplicate
@@ -370,6 +376,27 @@ class PTYSession:
         """What puts a freshly reset terminal into the state in force at ``offset`` (of the
         replay window): modes the program set once, before the window."""
         return self._terminal.prelude(offset)
+
+    async def screen_caught_up(self) -> None:
+        """Let the screen model parse what it has queued (in slices, yielding to the loop),
+        so that :meth:`screen_replay` has little left to do synchronously."""
+        await self._screen.catch_up()
+
+    def screen_replay(self) -> tuple[Replay, bytes | None]:
+        """For a client whose replay window does not reach back to the start of the run: the
+        program's current screen (with scrollback) and the modes in force, to write into a
+        freshly reset terminal, standing for every byte up to the returned replay's end.
+        None when the screen model failed (then the raw window is the fallback)."""
+        replay = self.buffer.since(None)
+        snapshot = self._screen.snapshot(lambda: self._history(replay))
+        if snapshot is None:
+            return replay, None
+        return replay, snapshot + self._terminal.prelude(replay.end, screens=False)
+
+    def _history(self, replay: Replay | None = None) -> bytes:
+        """What a rebuilt screen model is fed: the modes at the window's start, its bytes."""
+        replay = replay or self.buffer.since(None)
+        return self._terminal.prelude(replay.start) + replay.data
 
     def attach(self, client: SessionClient) -> None:
         """Add a client: it gets every chunk of output from now on, and is the active one."""
@@ -437,6 +464,7 @@ class PTYSession:
     def _apply_size(self, cols: int, rows: int) -> None:
         if (cols, rows) != (self.cols, self.rows):
             self.cols, self.rows = cols, rows
+            self._screen.resize(cols, rows)
             if self._pty is not None:
                 self._pty.resize(cols, rows)
             for client in tuple(self.clients):
@@ -596,6 +624,10 @@ class PTYSession:
         if self._answer_timer is not None:
             self._answer_timer.cancel()
             self._answer_timer = None
+        if self._screen_task is not None:
+            self._screen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._screen_task
         self.claude_state = self.claude_state_detail = self.claude_state_since = None
         if self._callbacks:
             # The host's calls get a moment to finish; one that hangs is not waited for.

@@ -142,6 +142,7 @@ _MOUSE_ENCODINGS: Final = frozenset({1006, 1016})
 _FLAG_MODES: Final = frozenset({1, 6, 7, 25, 45, 66, 1004, 1005, 1015, 2004, 2026, 2031})
 _FLAG_MODE_ARGUMENTS: Final = {b"%d" % mode: mode for mode in _FLAG_MODES}
 _KEYPAD: Final = 66
+_ORIGIN: Final = 6
 _DEFAULT_MODES: Final = frozenset({7, 25})
 # A soft reset leaves the mouse alone, and these two are mouse modes.
 _SOFT_RESET_KEEPS: Final = frozenset({1005, 1015})
@@ -191,30 +192,35 @@ class TerminalState:
         copied._tail = self._tail
         return copied
 
-    def prelude(self) -> bytes:
+    def prelude(self, *, screens: bool = True) -> bytes:
         """The sequences that put a fresh (reset) terminal into this state.
 
         Only what differs from a fresh terminal. The keyboard flags and the scroll region
         belong to a screen, so each screen's are set while it is the one shown: the alternate
         screen's (when it is not shown) on a visit to it, the normal screen's, then the
         alternate screen is entered and its own are set. Everything else is global and
-        follows.
+        follows. Without ``screens``, the screens are left as they are (a screen snapshot has
+        already drawn them, scroll region and origin mode included: setting those again would
+        move the cursor) and only the shown screen's keyboard flags are set.
         """
         out: list[bytes] = []
-        if not self.alt_screen and self.alt_keyboard != _NO_KEYBOARD:
-            out += [b"\x1b[?1047h", _keyboard(self.alt_keyboard), b"\x1b[?1047l"]
-        out += [_keyboard(self.main_keyboard), _region(self.main_region)]
-        if self.alt_screen:
-            out += [
-                b"\x1b[?%dh" % self.alt_screen,
-                _keyboard(self.alt_keyboard),
-                _region(self.alt_region),
-            ]
-        on = sorted(self.modes - _DEFAULT_MODES - {_KEYPAD})
+        if not screens:
+            out.append(_keyboard(self.alt_keyboard if self.alt_screen else self.main_keyboard))
+        else:
+            if not self.alt_screen and self.alt_keyboard != _NO_KEYBOARD:
+                out += [b"\x1b[?1047h", _keyboard(self.alt_keyboard), b"\x1b[?1047l"]
+            out += [_keyboard(self.main_keyboard), _region(self.main_region)]
+            if self.alt_screen:
+                out += [
+                    b"\x1b[?%dh" % self.alt_screen,
+                    _keyboard(self.alt_keyboard),
+                    _region(self.alt_region),
+                ]
+        on = sorted(self.modes - _DEFAULT_MODES - {_KEYPAD} - (set() if screens else {_ORIGIN}))
         on += [mode for mode in (self.mouse_protocol, self.mouse_encoding) if mode]
         if on:
             out.append(b"\x1b[?%sh" % b";".join(b"%d" % mode for mode in on))
-        off = sorted(_DEFAULT_MODES - self.modes)
+        off = sorted(_DEFAULT_MODES - self.modes - (set() if screens else {_ORIGIN}))
         if off:
             out.append(b"\x1b[?%sl" % b";".join(b"%d" % mode for mode in off))
         if _KEYPAD in self.modes:
@@ -403,9 +409,9 @@ class TerminalTimeline:
             state._apply(action, argument)
         return state
 
-    def prelude(self, offset: int) -> bytes:
+    def prelude(self, offset: int, *, screens: bool = True) -> bytes:
         """The bytes that put a fresh terminal into the state in force at ``offset``."""
-        return self.state_at(offset).prelude()
+        return self.state_at(offset).prelude(screens=screens)
 
     def _fold(self, window_start: int) -> None:
         changes = self._changes
