@@ -52,10 +52,12 @@ async def test_a_late_tab_sees_the_screen_not_a_window_of_redraws(plugin_factory
     """A program draws a screen once, then only redraws a spinner for far more than the window:
     a late tab gets that screen (what an early tab shows), not fragments of the spinner."""
     program = py(
-        "import sys, tty, itertools; tty.setraw(0); w = sys.stdout.buffer.write\n"
+        "import sys, time, tty, itertools; tty.setraw(0); w = sys.stdout.buffer.write\n"
         "w(b'\\x1b[2J\\x1b[H\\x1b[1;32mTITLE OF THE CONVERSATION\\x1b[0m\\r\\n')\n"
         "w(b'the first answer, in full\\r\\n\\r\\n')\n"
-        "for n, c in zip(range(40000), itertools.cycle('|/-\\\\')): w(b'\\r' + c.encode() + b' working')\n"
+        "for n, c in zip(range(30000), itertools.cycle('|/-\\\\')):\n"
+        "    w(b'\\r' + c.encode() + b' working')\n"
+        "    if n % 300 == 0: sys.stdout.flush(); time.sleep(0.002)  # a spinner's pace\n"
         "w(b'\\r DONE   '); sys.stdout.flush()\n"
         "sys.stdin.read(1)\n"
     )

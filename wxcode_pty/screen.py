@@ -193,7 +193,10 @@ class ScreenModel:
     # -- the output path ---------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Queue output for parsing; O(1). Past ``pending_limit`` the model goes stale."""
+        """Queue output for parsing; O(1). Past ``pending_limit`` the model goes stale.
+
+        The background task is woken only once a whole slice waits: typing and its echo cost
+        no task switch (what is left is parsed when a snapshot is taken)."""
         if self._stale:
             self._fed_while_stale += len(data)
             return
@@ -201,7 +204,7 @@ class ScreenModel:
         self._pending += len(data)
         if self._pending > self.pending_limit:
             self._go_stale()
-        elif not self._wake.is_set():
+        elif self._pending >= self.slice_bytes and not self._wake.is_set():
             self._wake.set()
 
     def resize(self, cols: int, rows: int) -> None:
@@ -334,7 +337,7 @@ class ScreenModel:
                         # the snapshots rather than retry forever.
                         return
                 continue
-            if not self._queue:
+            if self._pending < self.slice_bytes:
                 self._wake.clear()
                 await self._wake.wait()
                 continue

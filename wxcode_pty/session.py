@@ -155,8 +155,9 @@ class PTYSession:
         #: One answer per terminal query, however many clients are attached.
         self._answers = AnswerFilter()
         self._answer_timer: asyncio.TimerHandle | None = None
-        #: The program's current screen, for a client whose replay window cannot show it.
-        self._screen = ScreenModel(cols, rows)
+        #: The program's current screen, for a client whose replay window cannot show it:
+        #: made when the window first drops a byte (until then the window is the whole run).
+        self._screen: ScreenModel | None = None
         self._screen_task: asyncio.Task[None] | None = None
         self.clients: set[SessionClient] = set()
         #: The most recently active client (attached, typed or resized): its size is the
@@ -251,7 +252,6 @@ class PTYSession:
         self._held = hold_output
         await self._launch()
         self._supervisor = asyncio.create_task(self._supervise())
-        self._screen_task = asyncio.create_task(self._screen.run(self._history))
 
     def release_output(self) -> None:
         """Start reading a held session's output (its first client is in place, or gone)."""
@@ -338,9 +338,13 @@ class PTYSession:
     def _on_output(self, data: bytes) -> None:
         """The hot path (every read from the PTY): buffer, terminal state, queries, fan out,
         let the tracker look."""
+        screen = self._screen
+        if screen is None and self.buffer.end + len(data) > self.buffer.capacity:
+            screen = self._start_screen()
         self.buffer.append(data)
         self._terminal.feed(data)
-        self._screen.feed(data)
+        if screen is not None:
+            screen.feed(data)
         self._active_at = now = time.monotonic()
         fanout = self._fanout
         if len(fanout) > 1:  # with one client there is nothing to de-duplicate
@@ -377,10 +381,19 @@ class PTYSession:
         replay window): modes the program set once, before the window."""
         return self._terminal.prelude(offset)
 
+    def _start_screen(self) -> ScreenModel:
+        """The window is about to drop its first byte: from now on the screen is followed,
+        starting with the whole run so far."""
+        screen = self._screen = ScreenModel(self.cols, self.rows)
+        screen.feed(self.buffer.since(0).data)
+        self._screen_task = asyncio.get_running_loop().create_task(screen.run(self._history))
+        return screen
+
     async def screen_caught_up(self) -> None:
         """Let the screen model parse what it has queued (in slices, yielding to the loop),
         so that :meth:`screen_replay` has little left to do synchronously."""
-        await self._screen.catch_up()
+        if self._screen is not None:
+            await self._screen.catch_up()
 
     def screen_replay(self) -> tuple[Replay, bytes | None]:
         """For a client whose replay window does not reach back to the start of the run: the
@@ -388,6 +401,8 @@ class PTYSession:
         freshly reset terminal, standing for every byte up to the returned replay's end.
         None when the screen model failed (then the raw window is the fallback)."""
         replay = self.buffer.since(None)
+        if self._screen is None:
+            return replay, None
         snapshot = self._screen.snapshot(lambda: self._history(replay))
         if snapshot is None:
             return replay, None
@@ -464,7 +479,8 @@ class PTYSession:
     def _apply_size(self, cols: int, rows: int) -> None:
         if (cols, rows) != (self.cols, self.rows):
             self.cols, self.rows = cols, rows
-            self._screen.resize(cols, rows)
+            if self._screen is not None:
+                self._screen.resize(cols, rows)
             if self._pty is not None:
                 self._pty.resize(cols, rows)
             for client in tuple(self.clients):
