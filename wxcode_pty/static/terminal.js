@@ -20,6 +20,9 @@
   // The server's default inbound frame limit is 64 KiB; a large paste is sent
   // in smaller frames so it is never refused with 1009.
   const MAX_INPUT_FRAME = 16384;
+  // After this page sends its size, how long the server's "size" answer is
+  // awaited before the status bar says the sizes differ (no flash on resize).
+  const SIZE_ANSWER_MS = 1000;
 
   const EMPTY = new Uint8Array(0);
   const encoder = new TextEncoder();
@@ -172,6 +175,9 @@
       claude: $('st-claude'),
       notice: $('st-notice'),
       action: $('st-action'),
+      size: $('st-size'),
+      sizeText: $('st-size-text'),
+      sizeUse: $('st-size-use'),
     };
     container.hidden = false;
     $('status').hidden = false;
@@ -222,6 +228,10 @@
       offset: null,
       sessionId: null,
       claudeSessionId: null,
+      // The PTY's size as the server last said ({cols, rows}), null while
+      // not connected. The most recently active client's size applies, so it
+      // can differ from this page's own terminal.
+      ptySize: null,
     };
     window.wxcodePty = { term, state: () => Object.assign({}, st) };
 
@@ -236,6 +246,8 @@
     let countdownTimer = null;
     let pingTimer = null;
     let pingId = 0;
+    let sizeSentAt = -Infinity;
+    let sizeTimer = null;
 
     // Replayed bytes can contain terminal queries (cursor position, device
     // attributes, colours...). xterm.js answers them through onData as if the
@@ -255,7 +267,7 @@
     term.onData((data) => handleInput(encoder.encode(data), data));
     // onBinary carries bytes as a string of code points 0-255 (mouse reports).
     term.onBinary((data) => handleInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff), ''));
-    term.onResize(({ cols, rows }) => send(JSON.stringify({ type: 'resize', cols, rows })));
+    term.onResize(() => sendSize());
     term.onTitleChange((title) => {
       document.title = (title ? title + ' · ' : '') + projectId + ' · wxcode-pty';
     });
@@ -269,6 +281,10 @@
     }).observe(container);
 
     bar.action.addEventListener('click', () => userReconnect());
+    bar.sizeUse.addEventListener('click', () => {
+      sendSize();
+      term.focus();
+    });
     container.addEventListener('click', () => { if (stopped || retryTimer) userReconnect(); });
     window.addEventListener('online', () => { if (retryTimer) userReconnect(); });
 
@@ -310,10 +326,39 @@
       clearInterval(pingTimer);
       pingTimer = null;
       if (conn === c) conn = null;
+      setPtySize(null);
     }
 
     function send(text) {
       if (conn && conn.ws.readyState === WebSocket.OPEN) conn.ws.send(text);
+    }
+
+    // Resizing makes this page the active client: the PTY takes its size.
+    function sendSize() {
+      if (!conn || conn.ws.readyState !== WebSocket.OPEN) return;
+      send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
+      sizeSentAt = Date.now();
+      showSize();
+    }
+
+    // When another tab or device is the active client, the program draws for
+    // its size, not this page's: say so, and offer to take the size back.
+    function showSize() {
+      clearTimeout(sizeTimer);
+      sizeTimer = null;
+      const pty = st.ptySize;
+      const differs = pty !== null && (pty.cols !== term.cols || pty.rows !== term.rows);
+      const wait = sizeSentAt + SIZE_ANSWER_MS - Date.now();
+      if (differs && wait > 0) sizeTimer = setTimeout(showSize, wait);
+      bar.size.hidden = !(differs && wait <= 0);
+      if (bar.size.hidden) return;
+      bar.sizeText.textContent = 'the terminal is ' + pty.cols + '×' + pty.rows + ' for another tab';
+      bar.sizeUse.title = "Resize it to this tab's " + term.cols + '×' + term.rows;
+    }
+
+    function setPtySize(size) {
+      st.ptySize = size;
+      showSize();
     }
 
     // resume: ask for the bytes after the last offset seen (since=), in the
@@ -346,6 +391,7 @@
         sessionChanged: false,
       };
       conn = c;
+      setPtySize(null);
       setState('connecting', since === null ? 'connecting' : 'reconnecting', 'warn');
 
       ws.onopen = () => {
@@ -390,10 +436,9 @@
           st.sessionId = msg.session_id;
           setClaude(msg.claude_session_id);
           if (msg.resumed) notice('the program was started again and resumed its conversation');
+          setPtySize({ cols: msg.cols, rows: msg.rows });
           // Attaching makes this the most recent client, whose size applies.
-          if (msg.cols !== term.cols || msg.rows !== term.rows) {
-            send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
-          }
+          if (msg.cols !== term.cols || msg.rows !== term.rows) sendSize();
           break;
         }
         case 'replay': {
@@ -415,6 +460,9 @@
           attempt = 0;
           setState('connected', 'connected', 'good');
           break;
+        case 'size':
+          setPtySize({ cols: msg.cols, rows: msg.rows });
+          break;
         case 'claude_session':
           setClaude(msg.claude_session_id);
           if (msg.reason) notice(msg.reason);
@@ -435,6 +483,7 @@
     function onClose(c, event) {
       clearInterval(pingTimer);
       pingTimer = null;
+      setPtySize(null);
       if (c.replaying) abandonReplay();
       const reason = event.reason ? ': ' + event.reason : '';
 
