@@ -141,3 +141,37 @@ async def test_focus_reports_come_only_from_the_active_tab(
         while b"END" not in (record.read_bytes() if record.exists() else b""):
             await asyncio.sleep(0.02)
     assert record.read_bytes() == b"\x1b[OEND"
+
+
+async def test_a_late_tab_in_the_alternate_screen_gets_the_main_screen_back_on_leaving(
+    plugin_factory: Factory,
+) -> None:
+    """A full-screen program, joined late while it is in the alternate screen: the tab shows
+    its screen, and when the program leaves it, the main screen from before comes back."""
+    program = py(
+        "import sys, time, tty; tty.setraw(0); w = sys.stdout.buffer.write\n"
+        "w(b'MAIN SCREEN TEXT\\r\\n$ ')\n"
+        "w(b'\\x1b[?1049h\\x1b[2J\\x1b[HFULL SCREEN PROGRAM')\n"
+        "for n in range(12000):\n"
+        "    w(b'\\x1b[5;1Hstatus %05d' % n)\n"
+        "    if n % 200 == 0: sys.stdout.flush(); time.sleep(0.002)\n"
+        "w(b'\\x1b[6;1HREADY'); sys.stdout.flush()\n"
+        "sys.stdin.read(1)\n"
+        "w(b'\\x1b[?1049l'); sys.stdout.flush()\n"
+        "sys.stdin.read(1)\n"
+    )
+    plugin = await plugin_factory(command=ShellCommand(program))
+    first = await plugin.attach("p1", cols=80, rows=24)
+    await first.read_until(b"READY", timeout=30)
+    late = await plugin.attach("p1", cols=80, rows=24)
+    assert late.replay["from"] == late.replay["to"]  # the screen, not the window
+    seen = avt.Vt(80, 24)
+    seen.feed_str(late.replay_bytes.decode(errors="replace"))
+    lines = [line.text.rstrip() for line in seen.view()]
+    assert lines[0] == "FULL SCREEN PROGRAM" and lines[5] == "READY", lines[:6]
+    late.output.clear()
+    await late.ws.send_bytes(b"q")
+    await late.read_until(b"\x1b[?1049l")
+    seen.feed_str(bytes(late.output).decode(errors="replace"))
+    lines = [line.text.rstrip() for line in seen.view()]
+    assert lines[:2] == ["MAIN SCREEN TEXT", "$"], lines[:3]
