@@ -102,6 +102,22 @@ class Backend:
         finally:
             await connection.close()
 
+    async def execute(self, script: str) -> None:
+        if isinstance(self.database, Path):
+            path = self.database
+
+            def run() -> None:
+                with sqlite3.connect(path) as db:
+                    db.executescript(script)
+
+            await asyncio.to_thread(run)
+            return
+        connection = await asyncpg.connect(self.database)
+        try:
+            await connection.execute(script)
+        finally:
+            await connection.close()
+
     async def version(self) -> int:
         if self.engine == "sqlite":
             return int((await self.fetch("PRAGMA user_version"))[0][0])
@@ -204,20 +220,42 @@ async def test_put_replaces_the_whole_row_and_delete_removes_it(backend: Backend
         await store.close()
 
 
+_UPDATE_LOG = {
+    # Each update of a row appends its spawn_count: the order in which the writes landed.
+    "sqlite": """
+        CREATE TABLE landed (n INTEGER);
+        CREATE TRIGGER log_update AFTER UPDATE ON sessions
+        BEGIN INSERT INTO landed VALUES (NEW.spawn_count); END;
+    """,
+    "postgresql": """
+        CREATE TABLE landed (seq BIGSERIAL, n INTEGER);
+        CREATE FUNCTION log_update() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN INSERT INTO landed (n) VALUES (NEW.spawn_count); RETURN NEW; END $$;
+        CREATE TRIGGER log_update AFTER UPDATE ON sessions
+        FOR EACH ROW EXECUTE FUNCTION log_update();
+    """,
+}
+
+
 async def test_row_writer_keeps_the_order_of_writes(backend: Backend) -> None:
-    """Writes queued without waiting land in order, over PostgreSQL's pool too."""
+    """Writes queued without waiting land in the order they were made, over PostgreSQL's
+    pool of connections too."""
     store = await SessionStore.open(backend.database)
     try:
         await store.put(record("p1"))
+        await backend.execute(_UPDATE_LOG[backend.engine])
         writer = store.row_writer("p1")
-        for n in range(200):
+        for n in range(1, 101):
             writer.record(spawn_count=n, claude_session_id=f"id-{n}")
         await writer.write(status_reason="last")
+        order = "seq" if backend.engine == "postgresql" else "rowid"
+        landed = [row[0] for row in await backend.fetch(f"SELECT n FROM landed ORDER BY {order}")]
+        assert landed == [*range(1, 101), 100]
         row = await store.get("p1")
         assert row is not None
         assert (row.spawn_count, row.claude_session_id, row.status_reason) == (
-            199,
-            "id-199",
+            100,
+            "id-100",
             "last",
         )
         # A failed write does not stop the ones after it, and flush still returns.
@@ -416,6 +454,24 @@ async def test_concurrent_opens_apply_each_migration_once(
         (2,),
         (3,),
     ]
+
+
+async def test_a_migration_and_its_bookkeeping_are_one_transaction(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The script succeeds, recording its version fails: nothing of the script remains."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);")
+    (migrations / "0002_two.sql").write_text(
+        "CREATE TABLE two (x INTEGER);"
+        " INSERT INTO wxcode_pty_migrations (version, name) VALUES (2, 'taken');"
+    )
+    with pytest.raises(MigrationError, match=r"0002_two\.sql.*wxcode_pty_migrations_pkey"):
+        await SessionStore.open(postgres_url, migrations)
+    backend = Backend("postgresql", postgres_url)
+    assert await backend.version() == 1
+    assert await backend.tables() == {"one", "wxcode_pty_migrations"}
 
 
 async def test_a_lost_connection_fails_the_write_and_the_next_one_reconnects(
