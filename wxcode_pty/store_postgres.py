@@ -67,7 +67,11 @@ class PostgresEngine:
     """Rows of the ``sessions`` table, read and written as tuples in ``columns`` order."""
 
     def __init__(
-        self, url: str, settings: dict[str, str], pool: asyncpg.Pool, columns: tuple[str, ...]
+        self,
+        url: str,
+        settings: dict[str, str],
+        pool: asyncpg.Pool[asyncpg.Record],
+        columns: tuple[str, ...],
     ) -> None:
         self._url = url
         self._settings = settings
@@ -92,6 +96,7 @@ class PostgresEngine:
             timeout=CONNECT_TIMEOUT,
             server_settings=settings,
         )
+        assert pool is not None  # typed optional by some asyncpg-stubs versions
         return cls(url, settings, pool, columns)
 
     async def close(self) -> None:
@@ -102,7 +107,10 @@ class PostgresEngine:
             return await self._applied(connection)
 
     @staticmethod
-    async def _applied(connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int:
+    async def _applied(
+        connection: asyncpg.Connection[asyncpg.Record]
+        | asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+    ) -> int:
         if await connection.fetchval("SELECT to_regclass('wxcode_pty_migrations')") is None:
             return 0
         version = await connection.fetchval(
