@@ -95,9 +95,10 @@ def _postgres_url(database: str | Path) -> str | None:
     if isinstance(database, Path):
         if str(database).partition(":")[0].lower() in _POSTGRES_SCHEMES:
             # Path("postgresql://h/db") is "postgresql:/h/db": the URL cannot be recovered.
+            # Not quoted back: the URL may hold a password.
             raise ValueError(
-                f"the database {database} looks like a PostgreSQL URL made into a Path:"
-                " give the URL as a string"
+                "the database is a PostgreSQL URL made into a Path (which drops one '/' of"
+                " '://'): give the URL as a string"
             )
         return None
     return database if urlsplit(database).scheme.lower() in _POSTGRES_SCHEMES else None

@@ -1,15 +1,14 @@
 """The PostgreSQL engine of ``SessionStore``, through asyncpg: one database, several hosts.
 
-A small pool of connections. Each write is one statement, its own transaction, committed with
-``synchronous_commit`` at least ``local`` (where the server, the URL or a role or database
-default turns it off, our connections turn it on), so a write is on the server's disk when it
-is acknowledged. Migrations run
-one transaction each, together with their row in ``wxcode_pty_migrations``, under an advisory
-lock: hosts that start together apply each migration exactly once.
-A lost connection fails the statement in flight (asyncpg's exception; whether that write
-happened is unknown) and the pool connects anew for the next one; a statement that gets no
-answer fails after ``STATEMENT_TIMEOUT``. Takes no lock on the database: who runs which
-session is decided elsewhere.
+A small pool of connections. Each write is one statement, its own transaction, and is on the
+server's disk when it is acknowledged: ``synchronous_commit`` is never ``off`` on our
+connections, whatever the server, a role, the database or the URL says. Migrations run one
+transaction each, together with their row in ``wxcode_pty_migrations``, under an advisory
+lock: hosts that start together apply each migration exactly once. A lost connection fails
+the statement in flight (asyncpg's exception; whether that write happened is unknown) and the
+pool connects anew for the next one; a statement that gets no answer fails after
+``STATEMENT_TIMEOUT``. Takes no lock on the database: who runs which session is decided
+elsewhere.
 """
 
 from __future__ import annotations
@@ -50,17 +49,17 @@ _ONLY_INDEX_SCANS: Final = (
 
 
 async def _connect_settings(url: str) -> dict[str, str]:
-    """Startup parameters for our connections: durable commits where the server (or the URL,
-    or a role or database default) turned them off. Given at connect, not SET afterwards: the
-    pool's ``RESET ALL`` on every release would undo a SET."""
+    """Startup parameters for our connections, fixed at open: the setting in force, or "on"
+    where it is "off" (the only value that acknowledges a commit before flushing it).
+
+    Given at connect, not SET afterwards: the pool's ``RESET ALL`` on every release would undo
+    a SET (and the crash test then loses acknowledged writes)."""
     probe = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
     try:
-        # Only "off" acknowledges a commit before it is flushed; stronger settings are kept.
-        if await probe.fetchval("SHOW synchronous_commit") == "off":
-            return {"synchronous_commit": "on"}
-        return {}
+        setting = await probe.fetchval("SHOW synchronous_commit")
     finally:
         await probe.close()
+    return {"synchronous_commit": "on" if setting == "off" else str(setting)}
 
 
 class PostgresEngine:
