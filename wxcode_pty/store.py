@@ -1,10 +1,12 @@
-"""``SessionStore``: session rows in SQLite, through one aiosqlite connection.
+"""``SessionStore``: the session rows, in an SQLite file or a PostgreSQL database.
 
-Owns the schema (numbered SQL files in ``migrations/``, each applied with its
-``PRAGMA user_version`` bump in one transaction) and every read and write of a row. The
-database runs in WAL mode with ``synchronous=FULL``: an acknowledged write survives a crash of
-the process or the machine. Each write is a single statement, its own transaction; a
-migration runs in ``BEGIN IMMEDIATE`` with its version bump.
+Owns the rows' shape (``SessionRecord``), the schema (numbered SQL files per engine, each
+applied once, atomically with its version bookkeeping), every read and write of a row, and a
+run's ordered writes (``RowWriter``). What :meth:`SessionStore.open` is given chooses the
+engine: a path is an SQLite file (``store_sqlite``, the embedded default, one server per file),
+a ``postgresql://`` URL a PostgreSQL database that several hosts share (``store_postgres``,
+``pip install wxcode-pty[postgres]``). On either, a write is durable once it is acknowledged:
+it survives a crash of the process and of the machine.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, Final, Literal, Protocol
+from urllib.parse import urlsplit
 
 from .errors import WxcodePtyError
+from .store_sqlite import SQLiteEngine
 
 __all__ = [
     "MigrationError",
@@ -39,6 +41,7 @@ __all__ = [
 log = logging.getLogger("wxcode_pty")
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
+_POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 
 
 class SessionStatus(StrEnum):
@@ -61,7 +64,7 @@ class MigrationError(WxcodePtyError):
 
 
 class StoreLocked(WxcodePtyError):
-    """Another process (another server) has the database open."""
+    """Another process (another server) has the SQLite database open."""
 
 
 def _lock(path: Path) -> int:
@@ -75,13 +78,30 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def default_migrations_dir() -> Path:
-    """The migrations shipped in the wheel, or the repository's own folder in a checkout."""
+def default_migrations_dir(engine: Literal["sqlite", "postgresql"] = "sqlite") -> Path:
+    """The migrations shipped in the wheel, or the repository's own folder in a checkout.
+
+    SQLite's files are at the top of the folder, PostgreSQL's in ``postgresql/``.
+    """
     here = Path(__file__).resolve().parent
     for candidate in (here / "migrations", here.parent / "migrations"):
         if candidate.is_dir():
-            return candidate
+            return candidate if engine == "sqlite" else candidate / engine
     raise MigrationError(f"no migrations folder found next to {here}")
+
+
+def _postgres_url(database: str | Path) -> str | None:
+    """``database`` itself when it is a PostgreSQL URL, else None (an SQLite path)."""
+    if isinstance(database, Path):
+        if str(database).partition(":")[0].lower() in _POSTGRES_SCHEMES:
+            # Path("postgresql://h/db") is "postgresql:/h/db": the URL cannot be recovered.
+            # Not quoted back: the URL may hold a password.
+            raise ValueError(
+                "the database is a PostgreSQL URL made into a Path (which drops one '/' of"
+                " '://'): give the URL as a string"
+            )
+        return None
+    return database if urlsplit(database).scheme.lower() in _POSTGRES_SCHEMES else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +128,7 @@ class SessionRecord:
     spawn_count: int = 0
 
 
-_COLUMNS = tuple(f.name for f in fields(SessionRecord))
+_COLUMNS: Final = tuple(f.name for f in fields(SessionRecord))
 
 
 def _to_row(record: SessionRecord) -> tuple[Any, ...]:
@@ -124,44 +144,73 @@ def _from_row(row: Iterable[Any]) -> SessionRecord:
     return SessionRecord(**values)
 
 
+class _Engine(Protocol):
+    """What the store needs of a database: rows in ``_COLUMNS`` order, one statement a write."""
+
+    async def schema_version(self) -> int: ...
+
+    async def migrate(self, number: int, name: str, script: str) -> None:
+        """Apply ``script`` and record ``number`` in one transaction, unless already applied."""
+        ...
+
+    async def integrity_check(self) -> str: ...
+
+    async def fetch_one(self, output_project_id: str) -> Iterable[Any] | None: ...
+
+    async def fetch_all(self, status: str | None) -> list[Iterable[Any]]:
+        """Rows (of ``status`` when given) ordered by project id, byte-wise."""
+        ...
+
+    async def upsert(self, row: Sequence[Any]) -> None: ...
+
+    async def update(self, output_project_id: str, changes: Mapping[str, Any]) -> None: ...
+
+    async def delete(self, output_project_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class SessionStore:
     """Persistence of session rows. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, lock_fd: int) -> None:
-        self._db = db
-        self.path = path
+    def __init__(self, engine: _Engine, lock_fd: int = -1) -> None:
+        self._engine = engine
         self._lock_fd = lock_fd
-        self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | Path, migrations_dir: Path | None = None) -> SessionStore:
-        """Open (creating if needed) and migrate the database at ``path``.
+    async def open(cls, database: str | Path, migrations_dir: Path | None = None) -> SessionStore:
+        """Open (creating an SQLite file if needed) and migrate ``database``.
 
-        Only one server may use a database: two would respawn the same sessions.
+        ``database`` is an SQLite file's path, or a ``postgresql://`` URL (a string).
+        ``migrations_dir`` holds that engine's migration files (default: those shipped).
+        Only one server may use an SQLite file (two would respawn the same sessions);
+        several hosts share a PostgreSQL database by design.
         """
-        path = Path(path)
-        lock_fd = await asyncio.to_thread(_lock, path)
+        url = _postgres_url(database)
+        if url is not None:
+            engine: _Engine = await _open_postgres(url)
+            store = cls(engine)
+            directory = migrations_dir or default_migrations_dir("postgresql")
+        else:
+            path = Path(database)
+            lock_fd = await asyncio.to_thread(_lock, path)
+            try:
+                engine = await SQLiteEngine.open(path, _COLUMNS)
+            except BaseException:
+                os.close(lock_fd)
+                raise
+            store = cls(engine, lock_fd)
+            directory = migrations_dir or default_migrations_dir()
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            await store._migrate(directory)
         except BaseException:
-            os.close(lock_fd)
-            raise
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.execute("PRAGMA foreign_keys=ON")
-            store = cls(db, path, lock_fd)
-            await store._migrate(migrations_dir or default_migrations_dir())
-        except BaseException:
-            await db.close()
-            os.close(lock_fd)
+            await store.close()
             raise
         return store
 
     async def close(self) -> None:
         try:
-            await self._db.close()
+            await self._engine.close()
         finally:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
@@ -185,53 +234,36 @@ class SessionStore:
             if number <= version:
                 continue
             script = await asyncio.to_thread(file.read_text, encoding="utf-8")
-            async with self._write_lock:
-                try:
-                    # user_version is transactional: the schema and its number move together.
-                    await self._db.executescript(
-                        f"BEGIN IMMEDIATE;\n{script}\n;PRAGMA user_version = {number};\nCOMMIT;"
-                    )
-                except Exception as exc:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise MigrationError(f"migration {file.name} failed: {exc}") from exc
+            try:
+                await self._engine.migrate(number, file.name, script)
+            except Exception as exc:
+                raise MigrationError(f"migration {file.name} failed: {exc}") from exc
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        """The number of the last migration applied."""
+        return await self._engine.schema_version()
 
     async def integrity_check(self) -> str:
-        async with self._db.execute("PRAGMA integrity_check") as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else "no answer"
+        """``"ok"``, or what is wrong with the stored data."""
+        return await self._engine.integrity_check()
 
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, output_project_id: str) -> SessionRecord | None:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM sessions WHERE output_project_id = ?"
-        async with self._db.execute(sql, (output_project_id,)) as cursor:
-            row = await cursor.fetchone()
-        return _from_row(row) if row else None
+        row = await self._engine.fetch_one(output_project_id)
+        return _from_row(row) if row is not None else None
 
     async def list(self, status: str | None = None) -> list[SessionRecord]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM sessions"
-        params: tuple[str, ...] = ()
-        if status is not None:
-            sql += " WHERE status = ?"
-            params = (status,)
-        async with self._db.execute(sql + " ORDER BY output_project_id", params) as cursor:
-            rows = await cursor.fetchall()
-        return [_from_row(row) for row in rows]
+        """Every row, or those of one status, ordered by project id."""
+        return [_from_row(row) for row in await self._engine.fetch_all(status)]
 
     # -- writes ------------------------------------------------------------------------------
+    # Each write is one statement, its own transaction, durable when it returns.
 
     async def put(self, record: SessionRecord) -> SessionRecord:
         """Insert or replace a whole row."""
         record = replace(record, updated_at=time.time())
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        sql = f"INSERT OR REPLACE INTO sessions ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
-        await self._write(sql, _to_row(record))
+        await self._engine.upsert(_to_row(record))
         return record
 
     async def update(self, output_project_id: str, **changes: Any) -> None:
@@ -242,23 +274,27 @@ class SessionStore:
         if "argv" in changes:
             changes["argv"] = json.dumps(list(changes["argv"]))
         changes["updated_at"] = time.time()
-        assignments = ", ".join(f"{name} = ?" for name in changes)
-        sql = f"UPDATE sessions SET {assignments} WHERE output_project_id = ?"
-        await self._write(sql, (*changes.values(), output_project_id))
+        await self._engine.update(output_project_id, changes)
 
     async def delete(self, output_project_id: str) -> None:
-        await self._write("DELETE FROM sessions WHERE output_project_id = ?", (output_project_id,))
+        await self._engine.delete(output_project_id)
 
     def row_writer(self, output_project_id: str) -> RowWriter:
         """Ordered writes to one project's row, for the session that runs it."""
         return RowWriter(self, output_project_id)
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        # Every write is one statement: in autocommit mode that is its own transaction, which
-        # takes the write lock at once (no read-then-write upgrade to fail) and is durable when
-        # it returns. One round trip to the database thread instead of three.
-        async with self._write_lock:
-            await self._db.execute(sql, params)
+
+async def _open_postgres(url: str) -> _Engine:
+    try:
+        from . import store_postgres
+    except ModuleNotFoundError as exc:
+        if exc.name != "asyncpg":
+            raise
+        raise ModuleNotFoundError(
+            "a postgresql:// database needs asyncpg: install wxcode-pty[postgres]",
+            name="asyncpg",
+        ) from None
+    return await store_postgres.PostgresEngine.open(url, _COLUMNS)
 
 
 class RowWriter:
@@ -268,7 +304,8 @@ class RowWriter:
     must not wait (the output path learning a new Claude id): it takes its place in the same
     order, and a failure is logged. ``flush`` waits for everything queued: a session flushes
     before it says it has ended, so that no write of its lands after a later one
-    (``DELETE ?forget=1``) or after the store is closed.
+    (``DELETE ?forget=1``) or after the store is closed. One write is in flight at a time,
+    acknowledged before the next starts: the order holds over a pool of connections too.
     """
 
     def __init__(self, store: SessionStore, output_project_id: str) -> None:

@@ -1,5 +1,7 @@
 """Writes rows through SessionStore in a loop and prints each write once it is acknowledged.
 
+The database is the first argument: an SQLite path or a postgresql:// URL.
+
 Used by the crash test: the parent kills this process with SIGKILL at a random moment and then
 checks that every acknowledged write is in the database.
 """
@@ -13,8 +15,8 @@ import time
 from wxcode_pty.store import SessionRecord, SessionStatus, SessionStore
 
 
-async def main(path: str, prefix: str) -> None:
-    store = await SessionStore.open(path)
+async def main(database: str, prefix: str) -> None:
+    store = await SessionStore.open(database)
     print("open", flush=True)
     n = 0
     while True:

@@ -1,0 +1,204 @@
+"""The PostgreSQL engine of ``SessionStore``, through asyncpg: one database, several hosts.
+
+A small pool of connections. Each write is one statement, its own transaction, and is on the
+server's disk when it is acknowledged: ``synchronous_commit`` is never ``off`` on our
+connections, whatever the server, a role, the database or the URL says. Migrations run one
+transaction each, together with their row in ``wxcode_pty_migrations``, under an advisory
+lock: hosts that start together apply each migration exactly once. A lost connection fails
+the statement in flight (asyncpg's exception; whether that write happened is unknown) and the
+pool connects anew for the next one; a statement that gets no answer fails after
+``STATEMENT_TIMEOUT``. Takes no lock on the database: who runs which session is decided
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+__all__ = ["STATEMENT_TIMEOUT", "PostgresEngine"]
+
+#: Seconds a read or write may take before it fails (a dead peer, a stuck server).
+STATEMENT_TIMEOUT: Final = 30.0
+#: Seconds to wait for a new connection.
+CONNECT_TIMEOUT: Final = 10.0
+#: The pool: one connection kept, a few more under load (writes are rare and short).
+POOL_MIN: Final = 1
+POOL_MAX: Final = 5
+#: The advisory lock key of migrations ("wxcpty"), one per database.
+MIGRATION_LOCK: Final = 0x777863707479
+
+_BOOKKEEPING: Final = """
+CREATE TABLE wxcode_pty_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+_ONLY_SEQUENTIAL_SCANS: Final = (
+    "SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off;"
+    " SET LOCAL enable_bitmapscan = off"
+)
+_ONLY_INDEX_SCANS: Final = (
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+    " SET LOCAL enable_indexscan = on; SET LOCAL enable_indexonlyscan = on; SET LOCAL jit = off"
+)
+
+
+async def _connect_settings(url: str) -> dict[str, str]:
+    """Startup parameters for our connections, fixed at open: the setting in force, or "on"
+    where it is "off" (the only value that acknowledges a commit before flushing it).
+
+    Given at connect, not SET afterwards: the pool's ``RESET ALL`` on every release would undo
+    a SET (and the crash test then loses acknowledged writes)."""
+    probe = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+    try:
+        setting = await probe.fetchval("SHOW synchronous_commit")
+    finally:
+        await probe.close()
+    return {"synchronous_commit": "on" if setting == "off" else str(setting)}
+
+
+class PostgresEngine:
+    """Rows of the ``sessions`` table, read and written as tuples in ``columns`` order."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: dict[str, str],
+        pool: asyncpg.Pool[asyncpg.Record],
+        columns: tuple[str, ...],
+    ) -> None:
+        self._url = url
+        self._settings = settings
+        self._pool = pool
+        self._columns = columns
+        names = ", ".join(columns)
+        self._select = f"SELECT {names} FROM sessions"
+        placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        replace_all = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "output_project_id")
+        self._upsert = (
+            f"INSERT INTO sessions ({names}) VALUES ({placeholders})"
+            f" ON CONFLICT (output_project_id) DO UPDATE SET {replace_all}"
+        )
+
+    @classmethod
+    async def open(cls, url: str, columns: tuple[str, ...]) -> PostgresEngine:
+        settings = await _connect_settings(url)
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=POOL_MIN,
+            max_size=POOL_MAX,
+            timeout=CONNECT_TIMEOUT,
+            server_settings=settings,
+        )
+        assert pool is not None  # typed optional by some asyncpg-stubs versions
+        return cls(url, settings, pool, columns)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def schema_version(self) -> int:
+        async with self._pool.acquire() as connection:
+            return await self._applied(connection)
+
+    @staticmethod
+    async def _applied(
+        connection: asyncpg.Connection[asyncpg.Record]
+        | asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+    ) -> int:
+        if await connection.fetchval("SELECT to_regclass('wxcode_pty_migrations')") is None:
+            return 0
+        version = await connection.fetchval(
+            "SELECT coalesce(max(version), 0) FROM wxcode_pty_migrations"
+        )
+        return int(version)
+
+    async def migrate(self, number: int, name: str, script: str) -> None:
+        # A connection of its own: closing it releases the lock, whatever happened.
+        connection = await asyncpg.connect(
+            self._url, timeout=CONNECT_TIMEOUT, server_settings=self._settings
+        )
+        try:
+            # Locked before the transaction begins: PostgreSQL refreshes its catalog caches at
+            # BEGIN, so the transaction sees the tables the host before us created. (Locked
+            # inside it, a host that waited still saw no bookkeeping table, and failed.)
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            async with connection.transaction():
+                applied = await self._applied(connection)
+                if applied >= number:
+                    return  # another host applied it while we waited
+                if applied != number - 1:
+                    raise RuntimeError(f"the database is at version {applied}, not {number - 1}")
+                if applied == 0:
+                    await connection.execute(_BOOKKEEPING)
+                # No arguments: the simple query protocol, which runs several statements.
+                await connection.execute(script)
+                await connection.execute(
+                    "INSERT INTO wxcode_pty_migrations (version, name) VALUES ($1, $2)",
+                    number,
+                    name,
+                )
+        finally:
+            await connection.close()
+
+    async def integrity_check(self) -> str:
+        """Whether the table and an index of it count the same rows.
+
+        PostgreSQL keeps itself consistent through its WAL; a mismatch here means damaged
+        storage (``pg_amcheck`` checks deeper).
+        """
+        async with (
+            self._pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            # SET LOCAL: the settings end with the transaction, not with the pooled connection.
+            await connection.execute(_ONLY_SEQUENTIAL_SCANS)
+            in_table = await connection.fetchval("SELECT count(*) FROM sessions")
+            await connection.execute(_ONLY_INDEX_SCANS)
+            in_index = await connection.fetchval("SELECT count(*) FROM sessions")
+        if in_table != in_index:
+            return f"sessions holds {in_table} rows, its index {in_index}"
+        return "ok"
+
+    async def fetch_one(self, output_project_id: str) -> Iterable[Any] | None:
+        return await self._pool.fetchrow(
+            f"{self._select} WHERE output_project_id = $1",
+            output_project_id,
+            timeout=STATEMENT_TIMEOUT,
+        )
+
+    async def fetch_all(self, status: str | None) -> list[Iterable[Any]]:
+        # COLLATE "C": byte order, as SQLite's, whatever the database's locale.
+        order = 'ORDER BY output_project_id COLLATE "C"'
+        if status is None:
+            return list(
+                await self._pool.fetch(f"{self._select} {order}", timeout=STATEMENT_TIMEOUT)
+            )
+        return list(
+            await self._pool.fetch(
+                f"{self._select} WHERE status = $1 {order}", status, timeout=STATEMENT_TIMEOUT
+            )
+        )
+
+    async def upsert(self, row: Sequence[Any]) -> None:
+        await self._pool.execute(self._upsert, *row, timeout=STATEMENT_TIMEOUT)
+
+    async def update(self, output_project_id: str, changes: Mapping[str, Any]) -> None:
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=1))
+        await self._pool.execute(
+            f"UPDATE sessions SET {assignments} WHERE output_project_id = ${len(changes) + 1}",
+            *changes.values(),
+            output_project_id,
+            timeout=STATEMENT_TIMEOUT,
+        )
+
+    async def delete(self, output_project_id: str) -> None:
+        await self._pool.execute(
+            "DELETE FROM sessions WHERE output_project_id = $1",
+            output_project_id,
+            timeout=STATEMENT_TIMEOUT,
+        )
