@@ -21,6 +21,8 @@ from wxcode_pty import PTYSessionManager, SessionStore, Settings, ShellCommand
 from wxcode_pty.security import RedactingAccessLogger
 from wxcode_pty.web import create_app, get_session_manager
 
+from .postgres import PostgresServer, find_bindir, postgres_database
+
 if TYPE_CHECKING:
     from .processes import Server
 
@@ -282,3 +284,30 @@ def no_stray_children() -> Iterator[None]:
     yield
     after = set(children_of(os.getpid())) - before
     assert not after, f"children left behind: {sorted(after)}"
+
+
+# -- PostgreSQL (the shared store), started once per test run --------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_bindir() -> Path:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, postgres): apt-get install postgresql")
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_bindir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(postgres_bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+async def postgres_url(postgres: PostgresServer) -> AsyncIterator[str]:
+    async for url in postgres_database(postgres):
+        yield url

@@ -17,8 +17,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 SUPERUSER = "postgres"
 _SERVICE_USER = "wxcode-pty-test"
@@ -191,3 +195,18 @@ class PostgresServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def postgres_database(server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh database on ``server`` (ICU locale, so that sorting is tested), dropped after."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0"
+            " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+        )
+        yield server.database_url(name)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()

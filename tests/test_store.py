@@ -15,8 +15,7 @@ import random
 import signal
 import sqlite3
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from wxcode_pty.store import (
     default_migrations_dir,
 )
 
-from .postgres import PostgresServer, find_bindir
+from .postgres import PostgresServer, postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = ROOT / "tests" / "programs" / "store_writer.py"
@@ -54,24 +53,6 @@ def record(project: str, **changes: object) -> SessionRecord:
     )
     values.update(changes)
     return SessionRecord(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def postgres_bindir() -> Path:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, postgres): apt-get install postgresql")
-    return bindir
-
-
-@pytest.fixture(scope="session")
-def postgres(postgres_bindir: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(postgres_bindir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
 
 
 @dataclass
@@ -132,34 +113,14 @@ class Backend:
         return {row[0] for row in await self.fetch(sql)}
 
 
-async def _postgres_database(server: PostgresServer) -> AsyncIterator[str]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server.url)
-    try:
-        await admin.execute(
-            f"CREATE DATABASE {name} TEMPLATE template0"
-            " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
-        )
-        yield server.database_url(name)
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
         yield Backend("sqlite", tmp_path / "db.sqlite")
         return
     server: PostgresServer = request.getfixturevalue("postgres")
-    async for url in _postgres_database(server):
+    async for url in postgres_database(server):
         yield Backend("postgresql", url)
-
-
-@pytest.fixture
-async def postgres_url(postgres: PostgresServer) -> AsyncIterator[str]:
-    async for url in _postgres_database(postgres):
-        yield url
 
 
 # -- both engines --------------------------------------------------------------------------

@@ -81,7 +81,11 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default="./wxcode_pty.db",
-        help="SQLite database file, created if needed (default: %(default)s)",
+        help=(
+            "SQLite database file, created if needed (one server per file), or a"
+            " postgresql://user:password@host/db URL that several servers share (needs"
+            " wxcode-pty[postgres]) (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--workdir",
@@ -189,6 +193,11 @@ def _require_executable(program: str, option: str) -> None:
         raise UsageError(f"{option}: executable not found: {program}")
 
 
+def _is_url(database: str) -> bool:
+    """A PostgreSQL URL rather than an SQLite file."""
+    return database.partition("://")[0].lower() in ("postgresql", "postgres")
+
+
 def _check_database(path: Path) -> None:
     """Open (and so create) the file, for a clear message instead of SQLite's."""
     if path.is_dir():
@@ -220,7 +229,7 @@ def _settings(args: argparse.Namespace, profile: CommandProfile) -> Settings:
         token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
     try:
         return Settings(
-            database=Path(args.db),
+            database=args.db if _is_url(args.db) else Path(args.db),
             command=profile,
             # Absolute: sessions keep their directory even if the server's cwd changes.
             workdir=Path(os.path.abspath(args.workdir)),
@@ -283,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args, profile)
         listener = _listen(args.host, args.port)
         with listener:
-            _check_database(Path(args.db))
+            if not _is_url(args.db):
+                _check_database(Path(args.db))
             host = f"[{args.host}]" if ":" in args.host else args.host
             url = f"http://{host}:{args.port}/"
             with contextlib.suppress(KeyboardInterrupt):

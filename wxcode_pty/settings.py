@@ -129,7 +129,9 @@ def _default_workdir(output_project_id: str) -> Path:
 class Settings:
     """Configuration of one mounted plugin. Every field has a working default."""
 
-    #: SQLite file; created and migrated on start.
+    #: An SQLite file (created if needed; one server per file), or a ``postgresql://`` URL (a
+    #: string) of a database that several servers share (``wxcode-pty[postgres]``). Migrated
+    #: on start.
     database: str | Path = "wxcode_pty.db"
     #: What every session runs (``ShellCommand`` or ``ClaudeCommand``).
     command: CommandProfile = field(default_factory=_default_command)
