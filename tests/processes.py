@@ -163,7 +163,7 @@ class Server(Process):
         argv = [
             PYTHON, "-m", "wxcode_pty", *(["serve"] if subcommand else []),
             "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(folder / "wxcode_pty.db"),
+            *([] if "--db" in args else ["--db", str(folder / "wxcode_pty.db")]),
             "--workdir", str(folder / "projects"),
             *args,
         ]  # fmt: skip

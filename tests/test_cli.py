@@ -300,3 +300,27 @@ async def test_open_file_limit_is_raised_for_many_sessions(
     line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
     soft, hard = line.split()[3:5]
     assert soft == hard or int(soft) >= 65536, line
+
+
+async def test_serve_on_a_postgresql_database_and_respawn_after_a_kill(
+    servers: list[Server], tmp_path: Path, http: aiohttp.ClientSession, postgres_url: str
+) -> None:
+    """``--db postgresql://...``: the server keeps its sessions in PostgreSQL; after a SIGKILL a
+    new server on the same database respawns them (the same recovery as with SQLite)."""
+    args = ["--no-token", "--db", postgres_url, "--command", "cat"]
+    first = await serve(servers, tmp_path, *args)
+    ws = await http.ws_connect(f"{first.origin}/ws/p1", headers={"Origin": first.origin})
+    client = await Attached(ws).handshake()
+    await ws.send_bytes(b"stored in postgres\n")
+    await client.read_until(b"stored in postgres")
+    first.signal(signal.SIGKILL)
+    await asyncio.to_thread(first.wait, 15)
+    await ws.close()
+    again = await serve(servers, tmp_path, *args, port=first.port)
+    async with http.get(f"{again.origin}/api/sessions/p1", headers={"Origin": again.origin}) as got:
+        info = await got.json()
+    assert got.status == 200 and info["status"] == "running" and info["pid"] is not None, info
+    back = await Attached(
+        await http.ws_connect(f"{again.origin}/ws/p1", headers={"Origin": again.origin})
+    ).handshake()
+    assert back.hello["resumed"] is True
