@@ -13,7 +13,7 @@ import pytest
 
 from wxcode_pty import PTYSessionManager, ShellCommand, proctree
 from wxcode_pty.commands import ClaudeState, ProgramEvents, Retry, SpawnPlan, SpawnRequest
-from wxcode_pty.manager import InvalidProjectId, SessionLimitReached
+from wxcode_pty.manager import InvalidProjectId, SessionLimitReached, ShuttingDown
 from wxcode_pty.pty import ExitStatus
 from wxcode_pty.session import PTYSession
 
@@ -28,6 +28,7 @@ class Probe:
     congested = False
     cols = 80
     rows = 24
+    may_resize = True
 
     def __init__(self) -> None:
         self.output = bytearray()
@@ -241,7 +242,7 @@ async def test_shutdown_keeps_rows_running_for_recovery(manager_factory: Factory
     assert not session.pty.running
     row = await manager.store.get("p1")
     assert row is not None and row.status == "running" and row.pid == pid
-    with pytest.raises(SessionLimitReached):
+    with pytest.raises(ShuttingDown):
         await manager.get_or_create_session("p2")
 
 

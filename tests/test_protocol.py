@@ -398,3 +398,33 @@ async def test_every_client_is_told_the_ptys_size_when_it_changes(plugin_factory
         "rows": 30,
     }
     assert sum(e["type"] == "size" for e in b.events) == 2
+
+
+async def test_a_socket_admitted_while_shutdown_begins_is_closed_too(
+    plugin_factory: Factory,
+) -> None:
+    """A connection still in its authorisation hooks when shutdown begins is not served:
+    shutdown closed the sockets it knew of, so this one must not be added after it."""
+    waiting, release = asyncio.Event(), asyncio.Event()
+
+    async def authorize(principal: object, project: str, action: str) -> bool:
+        if action == "input":
+            waiting.set()
+            await release.wait()
+        return True
+
+    async def authenticate(request: object) -> object:
+        return "someone"
+
+    plugin = await plugin_factory(authorize=authorize, authenticate=authenticate)
+    connecting = asyncio.create_task(plugin.connect("p1"))
+    await asyncio.wait_for(waiting.wait(), 10)
+    shutdown = asyncio.create_task(plugin.host.shutdown())
+    async with asyncio.timeout(10):
+        while plugin.manager.accepting:
+            await asyncio.sleep(0.01)
+    release.set()
+    ws = await asyncio.wait_for(connecting, 10)
+    message = await asyncio.wait_for(ws.receive(), 10)
+    assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+    await asyncio.wait_for(shutdown, 10)

@@ -176,3 +176,87 @@ async def test_shutdown_stores_every_write_of_a_run_before_it_returns(
         assert row is not None and row.claude_session_id == changed
     finally:
         await store.close()
+
+
+class SizedProbe:
+    """An attached client with a terminal size, recording the sizes it is told."""
+
+    congested = False
+    may_resize = True
+
+    def __init__(self, cols: int, rows: int) -> None:
+        self.cols, self.rows = cols, rows
+        self.sizes: list[tuple[int, int]] = []
+
+    def send_output(self, data: bytes) -> None:
+        pass
+
+    def send_claude_session(
+        self, claude_session_id: str, previous: str | None, reason: str | None
+    ) -> None:
+        pass
+
+    def send_claude_state(self, state: object, detail: str | None, since: float) -> None:
+        pass
+
+    def send_size(self, cols: int, rows: int) -> None:
+        self.sizes.append((cols, rows))
+
+    def send_exit(self, status: object) -> None:
+        pass
+
+
+async def test_when_the_active_client_leaves_the_one_before_takes_over(
+    manager_factory: Factory,
+) -> None:
+    """tmux's latest: the size is the most recently active client's, and when that client
+    leaves, the one active before it is active again, with its size."""
+    manager = await manager_factory()
+    session = await manager.get_or_create_session("p1")
+    small, big = SizedProbe(70, 20), SizedProbe(150, 50)
+    session.attach(small)
+    session.attach(big)
+    assert session.active_client is big and (session.cols, session.rows) == (150, 50)
+    session.detach(big)
+    assert session.active_client is small and (session.cols, session.rows) == (70, 20)
+    assert small.sizes[-1] == (70, 20)
+
+
+async def test_a_client_that_left_no_longer_acts_on_the_session(
+    manager_factory: Factory, tmp_path: Path
+) -> None:
+    """A client closed while its socket drains (4001, a policy close) may still have frames in
+    flight: they neither reach the program nor make it the active client."""
+    record = tmp_path / "typed"
+    manager = await manager_factory(command=ShellCommand(["sh", "-c", f"cat > {record}"]))
+    session = await manager.get_or_create_session("p1")
+    stays, leaves = SizedProbe(80, 24), SizedProbe(100, 30)
+    session.attach(leaves)
+    session.attach(stays)
+    session.detach(leaves)
+    leaves.cols, leaves.rows = 120, 40
+    session.input(leaves, b"from a closed client\n")
+    session.resize(leaves)
+    session.input(stays, b"END\n")
+    async with asyncio.timeout(10):
+        while b"END" not in (record.read_bytes() if record.exists() else b""):
+            await asyncio.sleep(0.02)
+    assert record.read_bytes() == b"END\n"
+    assert session.active_client is stays and (session.cols, session.rows) == (80, 24)
+
+
+async def test_a_close_does_not_wait_out_the_respawn_backoff(manager_factory: Factory) -> None:
+    manager = await manager_factory(
+        command=ShellCommand(["sh", "-c", "exit 7"]), retry_backoff=60.0, early_exit=30
+    )
+    first = await manager.get_or_create_session("p1")
+    await asyncio.wait_for(first.wait(), 10)
+    await manager.store.update("p1", status="running")  # as a crashed server leaves it
+    session = await manager.get_or_create_session("p1")  # dies at once, then backs off 60 s
+    async with asyncio.timeout(10):
+        while session.pid is not None:
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        assert await manager.close_session("p1")
+    row = await manager.store.get("p1")
+    assert row is not None and row.status == "stopped"

@@ -7,7 +7,7 @@ from .buffer import ReplayBuffer
 from .claude import ClaudeCommand
 from .commands import ShellCommand
 from .errors import WxcodePtyError
-from .manager import InvalidProjectId, PTYSessionManager, SessionLimitReached
+from .manager import InvalidProjectId, PTYSessionManager, SessionLimitReached, ShuttingDown
 from .pty import BidirectionalPTY, ExitStatus, InputOverflow, PTYClosed, SpawnError
 from .session import CloseReason, PTYSession
 from .settings import Settings
@@ -31,6 +31,7 @@ __all__ = [
     "SessionStore",
     "Settings",
     "ShellCommand",
+    "ShuttingDown",
     "SpawnError",
     "StoreLocked",
     "WxcodePtyError",

@@ -164,6 +164,9 @@ class AnswerFilter:
     def attach(self, client: object) -> None:
         """``client`` sees the output from now on: it answers only the questions asked later."""
         self._attached[client] = self._asked
+        if len(self._attached) == 2:
+            # The output was not followed with one client: a kept tail is stale.
+            self._tail = b""
 
     def detach(self, client: object) -> None:
         self._attached.pop(client, None)

@@ -65,6 +65,7 @@ class Client:
         *,
         may_input: bool,
         may_resize: bool,
+        size: tuple[int, int] | None = None,
     ) -> None:
         self.ws = ws
         self.session = session
@@ -72,8 +73,9 @@ class Client:
         self.metrics = metrics
         self.may_input = may_input
         self.may_resize = may_resize
-        self.cols = session.cols
-        self.rows = session.rows
+        #: The client's terminal size: the one it brought (``?cols=&rows=``), else the PTY's.
+        self.cols, self.rows = size or (session.cols, session.rows)
+        self._brought_size = size is not None
         self._frames = frames
         self._direct = DirectWriter(ws, request.transport)
         self._items: deque[bytes | str] = deque()
@@ -93,8 +95,8 @@ class Client:
     async def serve(self, since: int | None, same_run: bool) -> None:
         """Handshake, attach, then read the socket until it closes; detach and close."""
         session = self.session
-        # From the replay to the attach nothing awaits: the replay ends exactly where live
-        # output begins.
+        if self._brought_size and self.may_resize:
+            session.fit_to(self.cols, self.rows)  # before the hello, which says the size
         replay = session.replay(since if same_run else None)
         truncated = replay.truncated or (since is not None and not same_run)
         # A client that continues its stream keeps its terminal; any other resets it and is
@@ -105,8 +107,10 @@ class Client:
         prelude = b""
         if not resuming and replay.start > 0:
             await session.screen_caught_up()
-            # From here to the attach nothing awaits: the screen stands for every byte up to
-            # the replay's end, where live output begins.
+            if not session.running:
+                self.close(protocol.CLOSE_TRY_AGAIN_LATER, "session is ending")
+                await self.pump()
+                return
             screen_replay, snapshot = session.screen_replay()
             if snapshot is not None:
                 replay = replay_at_end(screen_replay, truncated)
@@ -115,6 +119,8 @@ class Client:
                 replay = screen_replay
         if not resuming and not prelude:
             prelude = session.prelude(replay.start)
+        # From here to the attach nothing awaits: the replay (or the screen) ends exactly
+        # where live output begins.
         with self._direct.corked():
             self.send(
                 protocol.encode(
@@ -258,6 +264,8 @@ class Client:
                 break
 
     def _control(self, text: str) -> None:
+        if self._close is not None:
+            return  # closed, still draining: it no longer acts on the session
         allowed = self._take_control_token()
         try:
             control = protocol.parse_control(text)
@@ -277,7 +285,8 @@ class Client:
             return
         if isinstance(control, protocol.Resize):
             if self.may_resize:
-                self.session.resize(self, control.cols, control.rows)
+                self.cols, self.rows = control.cols, control.rows
+                self.session.resize(self)
             else:
                 self.send_error("forbidden", "resizing is not allowed", throttle=True)
         elif isinstance(control, protocol.Input):
@@ -286,11 +295,13 @@ class Client:
             self.send(protocol.encode("pong", id=control.id))
 
     def _input(self, data: bytes) -> None:
+        if self._close is not None:
+            return  # closed, still draining: it no longer acts on the session
         if not self.may_input:
             self.send_error("forbidden", "input is not allowed", throttle=True)
             return
         try:
-            self.session.input(self, data, may_resize=self.may_resize)
+            self.session.input(self, data)
         except InputOverflow as exc:
             self.send_error("input_overflow", str(exc), throttle=True)
             return
@@ -316,7 +327,7 @@ class Client:
             def apply() -> None:
                 self._resize_timer = None
                 if self._close is None:
-                    self.session.resize(self, self.cols, self.rows)
+                    self.session.resize(self)
 
             delay = 1 / self.settings.control_rate
             self._resize_timer = asyncio.get_running_loop().call_later(delay, apply)

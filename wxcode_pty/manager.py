@@ -32,6 +32,7 @@ __all__ = [
     "PTYSessionManager",
     "SessionInfo",
     "SessionLimitReached",
+    "ShuttingDown",
     "check_project_id",
 ]
 
@@ -43,7 +44,11 @@ class InvalidProjectId(WxcodePtyError, ValueError):
 
 
 class SessionLimitReached(WxcodePtyError):
-    """``Settings.max_sessions`` sessions are running already (or the server is stopping)."""
+    """``Settings.max_sessions`` sessions are running already."""
+
+
+class ShuttingDown(WxcodePtyError):
+    """The server is shutting down: no session is started any more."""
 
 
 def check_project_id(output_project_id: str) -> str:
@@ -143,6 +148,15 @@ class PTYSessionManager:
             if isinstance(result, BaseException):
                 log.warning("respawn of %s failed: %s", row.output_project_id, result)
 
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown has begun: no session is started any more."""
+        return not self._closed
+
+    def stop_accepting(self) -> None:
+        """Shutdown begins (the host's ``on_shutdown``): refuse new sessions from now on."""
+        self._closed = True
+
     async def close_all(self) -> None:
         """Shutdown: end every tree but keep running rows marked for recovery."""
         self._closed = True
@@ -234,7 +248,7 @@ class PTYSessionManager:
         check_project_id(output_project_id)
         while True:
             if self._closed:
-                raise SessionLimitReached("the server is shutting down")
+                raise ShuttingDown("the server is shutting down")
             session = self._by_project.get(output_project_id)
             if session is not None and session.running:
                 return session, False

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,9 +79,11 @@ class SessionClient(Protocol):
     Every method is called from the loop and must neither block nor await.
     """
 
-    #: The client's own terminal size, applied when it becomes the active client.
+    #: The client's own terminal size, applied when it becomes the active client (if it
+    #: ``may_resize``).
     cols: int
     rows: int
+    may_resize: bool
 
     @property
     def congested(self) -> bool:
@@ -160,9 +162,10 @@ class PTYSession:
         self._screen: ScreenModel | None = None
         self._screen_task: asyncio.Task[None] | None = None
         self.clients: set[SessionClient] = set()
-        #: The most recently active client (attached, typed or resized): its size is the
-        #: PTY's, its answers to queries go first, only its focus reports pass.
-        self._active: SessionClient | None = None
+        #: The attached clients, least recently active first (attached, typed or resized). The
+        #: last is the active client: its size is the PTY's, its answers to queries go first,
+        #: only its focus reports pass; when it leaves, the one before it takes over.
+        self._recent: list[SessionClient] = []
         self._settings = settings
         self._recorder = recorder
         self._budget = budget
@@ -177,6 +180,7 @@ class PTYSession:
         #: measured on a clock that a change of the wall clock cannot move.
         self._active_at = time.monotonic()
         self._supervisor: asyncio.Task[None] | None = None
+        self._close_requested = asyncio.Event()
         #: Calls of the host's ``on_claude_state`` still running.
         self._callbacks: set[asyncio.Task[None]] = set()
         #: Set (and replaced) whenever a program starts or the session ends.
@@ -307,6 +311,13 @@ class PTYSession:
             raise error from None
         self._pty = pty
         self._match_reads_to_clients()  # clients may stay across a retry
+        # A new program has asked nothing yet: answers held for the old one must not reach it.
+        self._answers = AnswerFilter()
+        for client in self.clients:
+            self._answers.attach(client)
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+            self._answer_timer = None
         # Before any await: the tracker must see the program's first bytes.
         self._tracker = plan.tracker
         if plan.tracker is not None:
@@ -413,50 +424,73 @@ class PTYSession:
         replay = replay or self.buffer.since(None)
         return self._terminal.prelude(replay.start) + replay.data
 
+    @property
+    def active_client(self) -> SessionClient | None:
+        """The most recently active attached client."""
+        return self._recent[-1] if self._recent else None
+
+    def fit_to(self, cols: int, rows: int) -> None:
+        """A client about to attach brings this size: the PTY takes it (its ``hello`` then
+        says so). Attaching makes that client the active one."""
+        self._apply_size(cols, rows)
+
     def attach(self, client: SessionClient) -> None:
         """Add a client: it gets every chunk of output from now on, and is the active one."""
         self.clients.add(client)
         self._answers.attach(client)
-        self._active = client
+        self._make_active(client)
         self._match_reads_to_clients()
         self.touch()
 
     def detach(self, client: SessionClient) -> None:
-        """Remove a client; the others may be ready for more output."""
+        """Remove a client; the others may be ready for more output, and the one active
+        before it is active again (its size applies)."""
         if client not in self.clients:
             return
         self.clients.discard(client)
         self._answers.detach(client)
-        if self._active is client:
-            self._active = None
+        was_active = self.active_client is client
+        self._recent.remove(client)
+        if was_active and self._recent:
+            self._make_active(self._recent[-1])
         self._match_reads_to_clients()
         self.touch()
         self.drained()
 
-    def input(self, client: SessionClient, data: bytes, *, may_resize: bool = True) -> None:
+    def input(self, client: SessionClient, data: bytes) -> None:
         """Input from ``client``. Typed input makes it the active client (and its size the
-        PTY's, tmux's ``latest``, when allowed); a terminal's answer to a query is passed
-        once, the active client's first (SPEC 6.5).
+        PTY's, tmux's ``latest``); a terminal's answer to a query is passed once, the active
+        client's first (SPEC 6.5). Input from a client no longer attached is ignored.
 
         Raises ``InputOverflow`` when the program does not read its input, ``PTYClosed`` when
         it has exited.
         """
+        if client not in self.clients:
+            return
         now = time.monotonic()
-        filtered = self._answers.filter_input(client, data, active=client is self._active, now=now)
-        if filtered.typed:
-            self._active = client
-            if may_resize:
-                self._apply_size(client.cols, client.rows)
+        active = client is self.active_client
+        filtered = self._answers.filter_input(client, data, active=active, now=now)
+        if filtered.typed and not active:
+            self._make_active(client)
         if filtered.data:
             self.pty.write(filtered.data)
         self._schedule_answers()
         self.touch()
 
-    def resize(self, client: SessionClient, cols: int, rows: int) -> None:
-        """``client``'s terminal is now ``cols`` x ``rows``, and it is the active client."""
-        client.cols, client.rows = cols, rows
-        self._active = client
-        self._apply_size(cols, rows)
+    def resize(self, client: SessionClient) -> None:
+        """``client``'s terminal changed size (its ``cols``, ``rows``): it is the active
+        client, and its size is the PTY's."""
+        if client in self.clients:
+            self._make_active(client)
+
+    def _make_active(self, client: SessionClient) -> None:
+        recent = self._recent
+        if not recent or recent[-1] is not client:
+            with contextlib.suppress(ValueError):
+                recent.remove(client)
+            recent.append(client)
+        if client.may_resize:
+            self._apply_size(client.cols, client.rows)
 
     def _schedule_answers(self) -> None:
         """Answers held back from other clients go out when the active one did not answer."""
@@ -505,17 +539,16 @@ class PTYSession:
         self.claude_state_since = since = time.time()
         for client in tuple(self.clients):
             client.send_claude_state(state, detail, since)
-        callback = self._settings.on_claude_state
-        if callback is not None:
-            task = asyncio.get_running_loop().create_task(
-                self._tell_host(callback(self.output_project_id, state, detail))
-            )
+        if self._settings.on_claude_state is not None:
+            task = asyncio.get_running_loop().create_task(self._tell_host(state, detail))
             self._callbacks.add(task)
             task.add_done_callback(self._callbacks.discard)
 
-    async def _tell_host(self, call: Awaitable[None]) -> None:
+    async def _tell_host(self, state: ClaudeState, detail: str | None) -> None:
+        callback = self._settings.on_claude_state
         try:
-            await call
+            if callback is not None:
+                await callback(self.output_project_id, state, detail)
         except Exception:
             log.exception("on_claude_state failed project=%s", self.output_project_id)
 
@@ -547,6 +580,7 @@ class PTYSession:
         """Say at once that the session is ending (a batch of closes marks all first)."""
         if self._closing is None and not self._ended.done():
             self._closing = reason
+            self._close_requested.set()
 
     async def _supervise(self) -> None:
         """Wait for the program to end; retry or record how it ended. Never dies silently:
@@ -561,6 +595,8 @@ class PTYSession:
             if self._pty is not None:
                 with contextlib.suppress(Exception):
                     await self._pty.terminate()
+            with contextlib.suppress(Exception):
+                await self._close_tracker()
         finally:
             await self._finish(status, reason)
 
@@ -598,7 +634,9 @@ class PTYSession:
                     describe(status),
                     delay,
                 )
-                await asyncio.sleep(delay)
+                # A close (DELETE, shutdown, the reaper) does not wait out the backoff.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._close_requested.wait(), delay)
                 if self._closing is not None:
                     return status, None
             else:
@@ -612,6 +650,43 @@ class PTYSession:
                 await self.pty.terminate()
 
     async def _finish(self, status: ExitStatus, reason: str | None) -> None:
+        """Record how the run ended and let go of everything; the session ends whatever
+        fails here (a session that never ends would make every later attach wait)."""
+        closing = self._closing
+        try:
+            await self._record_end(status, reason)
+            if self._answer_timer is not None:
+                self._answer_timer.cancel()
+                self._answer_timer = None
+            if self._screen_task is not None:
+                self._screen_task.cancel()
+                await asyncio.wait({self._screen_task})
+            self.claude_state = self.claude_state_detail = self.claude_state_since = None
+            if self._callbacks:
+                # The host's calls get a moment to finish; one that hangs is not waited for.
+                await asyncio.wait(set(self._callbacks), timeout=5)
+                for task in self._callbacks:
+                    task.cancel()
+                await asyncio.wait(set(self._callbacks))
+        except Exception:
+            log.exception("ending project=%s failed", self.output_project_id)
+        finally:
+            log.info(
+                "exit project=%s session=%s %s closing=%s",
+                self.output_project_id,
+                self.session_id,
+                describe(status),
+                closing,
+            )
+            if self._on_end is not None:
+                self._on_end(self, status)
+            self._ended.set_result(status)
+            self._notify_changed()
+            if closing is not CloseReason.SHUTDOWN:
+                for client in tuple(self.clients):
+                    client.send_exit(status)
+
+    async def _record_end(self, status: ExitStatus, reason: str | None) -> None:
         closing = self._closing
         if closing is not CloseReason.SHUTDOWN:
             # After a shutdown the row stays "running" with the old pid: the next start ends
@@ -637,33 +712,6 @@ class PTYSession:
                 # The row keeps saying "running": the next start sweeps and respawns it.
                 log.exception("recording the end of project=%s failed", self.output_project_id)
         await self._recorder.flush()
-        if self._answer_timer is not None:
-            self._answer_timer.cancel()
-            self._answer_timer = None
-        if self._screen_task is not None:
-            self._screen_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._screen_task
-        self.claude_state = self.claude_state_detail = self.claude_state_since = None
-        if self._callbacks:
-            # The host's calls get a moment to finish; one that hangs is not waited for.
-            await asyncio.wait(set(self._callbacks), timeout=5)
-            for task in self._callbacks:
-                task.cancel()
-        log.info(
-            "exit project=%s session=%s %s closing=%s",
-            self.output_project_id,
-            self.session_id,
-            describe(status),
-            closing,
-        )
-        if self._on_end is not None:
-            self._on_end(self, status)
-        self._ended.set_result(status)
-        self._notify_changed()
-        if closing is not CloseReason.SHUTDOWN:
-            for client in tuple(self.clients):
-                client.send_exit(status)
 
     async def _close_tracker(self) -> None:
         tracker, self._tracker = self._tracker, None

@@ -25,6 +25,7 @@ from .manager import (
     PTYSessionManager,
     SessionInfo,
     SessionLimitReached,
+    ShuttingDown,
     check_project_id,
 )
 from .metrics import Metrics
@@ -98,6 +99,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
+    # From now on no socket is admitted and no session started.
+    get_session_manager(app).stop_accepting()
     registry: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS_KEY]
     sockets = list(registry)
     await asyncio.gather(
@@ -211,6 +214,8 @@ async def _post_session(request: web.Request) -> web.Response:
     except SessionLimitReached as exc:
         request.app[METRICS_KEY].refuse("session_limit")
         return _error(503, "session_limit", str(exc))
+    except ShuttingDown as exc:
+        return _error(503, "shutting_down", str(exc))
     except SpawnError as exc:
         return _error(500, "spawn_failed", str(exc))
     info = await manager.describe(project)
@@ -333,6 +338,8 @@ async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocke
         )
     except SessionLimitReached as exc:
         return await _refuse(ws, request, protocol.CLOSE_TRY_AGAIN_LATER, str(exc), "session_limit")
+    except ShuttingDown as exc:
+        return await _refuse(ws, request, protocol.CLOSE_GOING_AWAY, str(exc), "shutting_down")
     except SpawnError as exc:
         return await _refuse(
             ws, request, protocol.CLOSE_INTERNAL_ERROR, str(exc)[:120], "spawn_failed"
@@ -347,6 +354,7 @@ async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocke
             app[FRAMES_KEY],
             may_input=await gate.authorize(principal, project, "input"),
             may_resize=await gate.authorize(principal, project, "resize"),
+            size=(cols, rows) if cols is not None and rows is not None else None,
         )
         # Checked after the hooks' awaits: the session may have ended or filled up meanwhile.
         if not session.running:
@@ -363,8 +371,11 @@ async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocke
             )
         if _at_connection_limit(app):
             return await _refuse_connection(ws, request)
-        if cols is not None and rows is not None and client.may_resize:
-            session.resize(client, cols, rows)
+        if not manager.accepting:
+            # Shutdown began while this request waited: its sockets were closed without it.
+            return await _refuse(
+                ws, request, protocol.CLOSE_GOING_AWAY, "server shutting down", "shutting_down"
+            )
         app[SOCKETS_KEY].add(ws)
         metrics.connections += 1
         same_run = request.query.get("session") in (None, session.session_id)
