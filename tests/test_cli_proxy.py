@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from http.cookies import Morsel
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from .conftest import Attached
-from .processes import PROMPT, SHELL, Server, free_port, run_cli
+from .processes import PROMPT, SHELL, Process, Server, free_port, run_cli
 from .test_cli import one_error_line
 
 COOKIE = "wxcode_pty_token"
@@ -321,3 +323,176 @@ def test_proxy_usage_errors_are_one_line(args: list[str], needle: str, tmp_path:
     assert needle in line, line
     assert not (tmp_path / "db.sqlite").exists(), "nothing is created for a usage error"
     assert not (tmp_path / "s.sock").exists()
+
+
+# -- through real reverse proxies (the README's configurations) --------------------------------
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 256
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    # An open terminal is a WebSocket that may be quiet for a long time.
+    timeout tunnel 1h
+frontend www
+    bind 127.0.0.1:{port}{tls}
+    use_backend wxcode_pty if {{ path /pty }} || {{ path_beg /pty/ }}
+backend wxcode_pty
+    server pty {upstream}
+"""
+
+NGINX_CONFIG = """\
+daemon off;
+master_process off;
+pid {folder}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+    upstream wxcode_pty {{
+        server {upstream};
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+
+        location /pty/ {{
+            proxy_pass http://wxcode_pty;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for proxy in started:
+        proxy.stop(timeout=10)
+
+
+async def start_proxy(proxies: list[Process], argv: list[str], folder: Path, port: int) -> Process:
+    """Start a proxy in the foreground and wait (with a deadline) until it accepts."""
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} is not installed")
+    proxy = Process(argv, folder / f"{Path(argv[0]).name}.stderr")
+    proxies.append(proxy)
+    async with asyncio.timeout(15):
+        while True:
+            assert proxy.proc.poll() is None, proxy.describe()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return proxy
+
+
+async def use_through_proxy(http: aiohttp.ClientSession, public: str, token: str) -> Morsel[str]:
+    """The token URL, the page, a terminal and the API, all at ``public``/pty/; the cookie."""
+    async with http.get(f"{public}/pty?token={token}&project=demo", allow_redirects=False) as got:
+        assert got.status in (301, 308), got.status
+        assert got.headers["Location"].endswith(f"/pty/?token={token}&project=demo")
+    async with http.get(f"{public}/pty/?token={token}&project=demo", allow_redirects=False) as got:
+        assert got.status == 302 and got.headers["Location"] == "/pty/?project=demo"
+        cookie = got.cookies[COOKIE]
+        assert cookie["path"] == "/pty/"
+    async with http.get(f"{public}/pty/?project=demo") as got:
+        assert got.status == 200 and "xterm" in await got.text()
+    ws_public = public.replace("http", "ws", 1)
+    await shell_session(http, f"{ws_public}/pty/ws/demo", public)
+    async with http.get(f"{public}/pty/api/sessions/demo") as got:
+        assert got.status == 200 and (await got.json())["status"] == "running"
+    return cookie
+
+
+async def test_through_haproxy_to_a_unix_socket_under_a_prefix(
+    servers: list[Server], proxies: list[Process], tmp_path: Path, short_dir: Path
+) -> None:
+    sock = short_dir / "pty.sock"
+    server = await started(
+        servers, Server(tmp_path, 0, ["--base-path", "/pty", "--command", SHELL], unix_socket=sock)
+    )
+    assert server.token
+    port = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(port=port, tls="", upstream=f"unix@{sock}"))
+    await start_proxy(proxies, ["haproxy", "-db", "-f", str(config)], tmp_path, port)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await use_through_proxy(http, f"http://127.0.0.1:{port}", server.token)
+
+
+async def test_through_nginx_terminating_tls_under_a_prefix(
+    servers: list[Server], proxies: list[Process], tmp_path: Path, short_dir: Path
+) -> None:
+    """nginx serves https://localhost:PORT/pty/ and talks plain HTTP to a Unix socket: the
+    browser's origin is https, so the server is told it with --allowed-origin."""
+    sock = short_dir / "pty.sock"
+    port = free_port()
+    public = f"https://localhost:{port}"
+    args = ["--base-path", "/pty", "--allowed-origin", public, "--command", SHELL]
+    server = await started(servers, Server(tmp_path, 0, args, unix_socket=sock))
+    assert server.token
+    cert, key = certificate(tmp_path)
+    config = tmp_path / "nginx.conf"
+    config.write_text(
+        NGINX_CONFIG.format(folder=tmp_path, port=port, cert=cert, key=key, upstream=f"unix:{sock}")
+    )
+    argv = ["nginx", "-p", str(tmp_path), "-e", "stderr", "-c", str(config)]
+    await start_proxy(proxies, argv, tmp_path, port)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(), connector=aiohttp.TCPConnector(ssl=trusted)
+    ) as http:
+        cookie = await use_through_proxy(http, public, server.token)
+    # The server sees plain HTTP from the proxy, so it cannot mark the cookie Secure.
+    assert not cookie["secure"]
+
+
+async def test_through_haproxy_to_a_server_that_serves_tls_itself(
+    servers: list[Server], proxies: list[Process], tmp_path: Path
+) -> None:
+    """HAProxy re-encrypts to wxcode-pty's own HTTPS (TLS at both): the cookie stays Secure."""
+    cert, key = certificate(tmp_path)
+    args = ["--base-path", "/pty", "--tls-cert", str(cert), "--tls-key", str(key)]
+    server = await serve(servers, tmp_path, *args, "--command", SHELL)
+    assert server.token
+    port = free_port()
+    combined = tmp_path / "haproxy.pem"
+    combined.write_text(cert.read_text() + key.read_text())
+    upstream = f"127.0.0.1:{server.port} ssl verify required ca-file {cert} sni str(localhost)"
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        HAPROXY_CONFIG.format(port=port, tls=f" ssl crt {combined}", upstream=upstream)
+    )
+    await start_proxy(proxies, ["haproxy", "-db", "-f", str(config)], tmp_path, port)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(), connector=aiohttp.TCPConnector(ssl=trusted)
+    ) as http:
+        cookie = await use_through_proxy(http, f"https://localhost:{port}", server.token)
+    assert cookie["secure"]
