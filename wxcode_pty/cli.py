@@ -292,7 +292,12 @@ def _listen_unix(path: Path) -> socket.socket:
             raise UsageError(f"--unix-socket: {path} exists and is not a socket; not replacing it")
         if _unix_socket_answers(path):
             raise UsageError(f"--unix-socket: {path} is in use by another server")
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"--unix-socket: cannot remove the stale socket {path}: {exc.strerror or exc}"
+            ) from None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(str(path))
@@ -304,12 +309,17 @@ def _listen_unix(path: Path) -> socket.socket:
 
 
 def _unix_socket_answers(path: Path) -> bool:
+    """Does a server listen on the socket file? False for one a stopped server left behind."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
             probe.connect(str(path))
-        except OSError:
-            # ECONNREFUSED: a socket file its server left behind.
+        except ConnectionRefusedError:
             return False
+        except OSError as exc:
+            # Not allowed to connect, say: whether it is stale cannot be told, so keep it.
+            raise UsageError(
+                f"--unix-socket: cannot tell whether {path} is in use: {exc.strerror or exc}"
+            ) from None
     return True
 
 
