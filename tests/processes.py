@@ -36,7 +36,7 @@ PYTHON = sys.executable
 PROMPT = "demo$ "
 #: A shell with a fixed prompt: screens (and the screenshot) do not depend on the machine.
 SHELL = f"env 'PS1={PROMPT}' bash --norc --noprofile"
-URL_LINE = re.compile(r"^open (http://\S+?/)(?:\?token=(\S+))?$")
+URL_LINE = re.compile(r"^open ((?:https?|https?\+unix)://\S+?/)(?:\?token=(\S+))?$")
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -154,7 +154,9 @@ class Server(Process):
         args: list[str],
         name: str = "server",
         subcommand: bool = True,
+        unix_socket: Path | None = None,
     ) -> None:
+        """On 127.0.0.1:``port``, or on ``unix_socket`` instead (then ``port`` is unused)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.port = port
@@ -162,7 +164,11 @@ class Server(Process):
         self.token: str | None = None
         argv = [
             PYTHON, "-m", "wxcode_pty", *(["serve"] if subcommand else []),
-            "--host", "127.0.0.1", "--port", str(port),
+            *(
+                ["--host", "127.0.0.1", "--port", str(port)]
+                if unix_socket is None
+                else ["--unix-socket", str(unix_socket)]
+            ),
             *([] if "--db" in args else ["--db", str(folder / "wxcode_pty.db")]),
             "--workdir", str(folder / "projects"),
             *args,

@@ -2,8 +2,11 @@
 
 ``wxcode-pty serve`` (or just ``wxcode-pty``) runs Claude when it is on PATH, else the user's
 shell, binds 127.0.0.1 by default, prints the URL to open, and shuts down gracefully on SIGINT
-and SIGTERM. Errors a user can fix (a busy port, an unwritable database, a missing program) are
-one line on stderr and exit status 2.
+and SIGTERM. Behind a reverse proxy it can serve under a path prefix (``--base-path``), listen on
+a Unix socket (``--unix-socket``) and answer to the proxy's host and origin (``--allowed-host``,
+``--allowed-origin``); ``--tls-cert``/``--tls-key`` serve HTTPS and WSS itself. Errors a user
+can fix (a busy port, an unwritable database, a missing program) are one line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import resource
 import secrets
 import shlex
 import shutil
 import signal
 import socket
+import ssl
+import stat
 import sys
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -39,6 +47,13 @@ log = logging.getLogger("wxcode_pty")
 
 #: A fixed token for the built-in check, so that open pages reconnect after a restart.
 TOKEN_ENV = "WXCODE_PTY_TOKEN"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+#: The names the server always answers to (what a local browser, curl or a proxy on the same
+#: machine sends by default).
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class UsageError(Exception):
@@ -72,11 +87,52 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help=f"address to bind (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, help=f"port to bind (default: {DEFAULT_PORT})")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+        "--unix-socket",
+        metavar="PATH",
+        help=(
+            "listen on this Unix socket instead of TCP (not with --host/--port), for a reverse"
+            " proxy on the same machine; a stale socket file is replaced, any other file is"
+            " refused; removed at shutdown"
+        ),
     )
     parser.add_argument(
-        "--port", type=int, default=8765, help="port to bind (default: %(default)s)"
+        "--base-path",
+        metavar="/PREFIX",
+        default="/",
+        help=(
+            "serve everything (page, /ws/, /api/, /metrics) under this path, for a reverse"
+            " proxy that passes the path on unchanged (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", help="serve HTTPS and WSS with this PEM certificate chain"
+    )
+    parser.add_argument(
+        "--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM; both are needed)"
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            "also answer to this Host name (the one a reverse proxy passes on, e.g."
+            " pty.example.com); localhost, 127.0.0.1, [::1] and --host stay allowed; repeatable"
+        ),
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help=(
+            "let pages at this origin open terminals (scheme://host[:port] as the browser shows"
+            " it, e.g. https://pty.example.com when a proxy terminates TLS); the server's own"
+            " local URLs stay allowed; repeatable"
+        ),
     )
     parser.add_argument(
         "--db",
@@ -223,10 +279,197 @@ def _listen(host: str, port: int) -> socket.socket:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _settings(args: argparse.Namespace, profile: CommandProfile) -> Settings:
+def _listen_unix(path: Path) -> socket.socket:
+    """Bind a Unix socket, replacing a stale one (a socket file nothing listens on) only."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"--unix-socket: cannot use {path}: {exc.strerror or exc}") from None
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise UsageError(f"--unix-socket: {path} exists and is not a socket; not replacing it")
+        if _unix_socket_answers(path):
+            raise UsageError(f"--unix-socket: {path} is in use by another server")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"--unix-socket: cannot remove the stale socket {path}: {exc.strerror or exc}"
+            ) from None
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen(1024)
+    except OSError as exc:
+        listener.close()
+        raise UsageError(f"--unix-socket: cannot listen on {path}: {exc.strerror or exc}") from None
+    return listener
+
+
+def _unix_socket_answers(path: Path) -> bool:
+    """Does a server listen on the socket file? False for one a stopped server left behind."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return False
+        except OSError as exc:
+            # Not allowed to connect, say: whether it is stale cannot be told, so keep it.
+            raise UsageError(
+                f"--unix-socket: cannot tell whether {path} is in use: {exc.strerror or exc}"
+            ) from None
+    return True
+
+
+@contextlib.contextmanager
+def _removed_at_exit(path: Path) -> Iterator[None]:
+    """Remove the socket file at shutdown, unless another server has replaced it meanwhile."""
+    bound = os.stat(path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == (bound.st_dev, bound.st_ino):
+                path.unlink()
+
+
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both or neither")
+    for option, file in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with open(file, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{option}: cannot read {file}: {exc.strerror or exc}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        problem = (
+            "the key does not belong to the certificate"
+            if exc.reason == "KEY_VALUES_MISMATCH"
+            else "expected a PEM certificate and its PEM private key"
+        )
+        raise UsageError(f"--tls-cert {cert} --tls-key {key}: {problem}") from None
+    return context
+
+
+def _base_path(raw: str) -> str:
+    """``/PREFIX`` without its trailing slash; "" for the root."""
+    if not raw.startswith("/"):
+        raise UsageError(f"--base-path must start with /, got {raw!r}")
+    segments = raw.strip("/").split("/") if raw.strip("/") else []
+    for segment in segments:
+        if segment in (".", "..") or not _PATH_SEGMENT.fullmatch(segment):
+            raise UsageError(
+                f"--base-path {raw!r}: use /name/... with letters, digits and . _ ~ -"
+                " (no empty, . or .. segments)"
+            )
+    return "".join(f"/{segment}" for segment in segments)
+
+
+def _host_name(raw: str) -> str:
+    """An ``--allowed-host`` in the form the Host check compares (IPv6 in brackets)."""
+    name = raw.strip().lower()
+    if name.count(":") > 1 and not name.startswith("["):
+        name = f"[{name}]"
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    if (
+        not bare
+        or "/" in name
+        or "@" in name
+        or any(c.isspace() for c in name)
+        or (":" in name and not name.startswith("["))
+        or (name.startswith("[") and not name.endswith("]"))
+    ):
+        raise UsageError(
+            f"--allowed-host: expected a host name without scheme or port, got {raw!r}"
+        )
+    return name
+
+
+def _origin(raw: str) -> str:
+    scheme, sep, host = raw.strip().rstrip("/").partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not host or "/" in host or "@" in host:
+        raise UsageError(
+            f"--allowed-origin: expected scheme://host[:port] (e.g. https://pty.example.com),"
+            f" got {raw!r}"
+        )
+    return f"{scheme.lower()}://{host.lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where the server listens, worked out from the options before anything is opened."""
+
+    host: str | None
+    port: int | None
+    unix_socket: Path | None
+    scheme: str
+    base_path: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, secure: bool) -> Address:
+        base_path = _base_path(args.base_path)
+        scheme = "https" if secure else "http"
+        if args.unix_socket is not None:
+            if args.host is not None or args.port is not None:
+                raise UsageError("--unix-socket listens instead of TCP: not with --host/--port")
+            path = Path(os.path.abspath(args.unix_socket))
+            return cls(None, None, path, scheme, base_path)
+        host = DEFAULT_HOST if args.host is None else args.host
+        port = DEFAULT_PORT if args.port is None else args.port
+        return cls(host, port, None, scheme, base_path)
+
+    def listen(self) -> socket.socket:
+        if self.unix_socket is not None:
+            return _listen_unix(self.unix_socket)
+        assert self.host is not None and self.port is not None
+        return _listen(self.host, self.port)
+
+    @property
+    def local_hosts(self) -> tuple[str, ...]:
+        """The Host names that reach this server directly."""
+        names = list(LOCAL_HOSTS)
+        if self.host is not None and self.host.lower() not in _WILDCARD_HOSTS:
+            names.append(_host_name(self.host))
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def url(self) -> str:
+        """The URL to open (for a Unix socket, in the ``http+unix://`` form Jupyter prints)."""
+        if self.unix_socket is not None:
+            quoted = urllib.parse.quote(str(self.unix_socket), safe="")
+            return f"{self.scheme}+unix://{quoted}{self.base_path}/"
+        host = self.host or DEFAULT_HOST
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{host}:{self.port}{self.base_path}/"
+
+    def local_origins(self) -> Iterator[str]:
+        port = "" if self.port is None else f":{self.port}"
+        for name in self.local_hosts:
+            yield f"{self.scheme}://{name}{port}"
+
+
+def _settings(args: argparse.Namespace, profile: CommandProfile, address: Address) -> Settings:
     token = None
     if not args.no_token:
         token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+    allowed_hosts = allowed_origins = None
+    if args.allowed_host:
+        allowed_hosts = frozenset(
+            [*address.local_hosts, *(_host_name(item) for item in args.allowed_host)]
+        )
+    if args.allowed_origin:
+        allowed_origins = frozenset(
+            [*address.local_origins(), *(_origin(item) for item in args.allowed_origin)]
+        )
     try:
         return Settings(
             database=args.db if _is_url(args.db) else Path(args.db),
@@ -239,21 +482,51 @@ def _settings(args: argparse.Namespace, profile: CommandProfile) -> Settings:
             env_extra=_env_extra(args.env),
             token=token,
             token_required=not args.no_token,
+            allowed_hosts=allowed_hosts,
+            allowed_origins=allowed_origins,
         )
     except ValueError as exc:
         raise UsageError(str(exc).replace("Settings.", "--").replace("_", "-")) from None
 
 
-async def _serve(settings: Settings, listener: socket.socket, url: str, description: str) -> None:
-    runner = web.AppRunner(create_app(settings), access_log_class=RedactingAccessLogger)
+def _application(settings: Settings, base_path: str) -> web.Application:
+    """The plugin at the root, or mounted at ``base_path`` (nothing else is served)."""
+    plugin = create_app(settings)
+    if not base_path:
+        return plugin
+    root = web.Application()
+
+    async def add_slash(request: web.Request) -> web.StreamResponse:
+        # The page's URLs are relative: /PREFIX must become /PREFIX/ before it loads.
+        query = request.rel_url.raw_query_string
+        raise web.HTTPPermanentRedirect(f"{base_path}/" + (f"?{query}" if query else ""))
+
+    root.router.add_get(base_path, add_slash)
+    root.add_subapp(base_path, plugin)
+    return root
+
+
+async def _serve(
+    settings: Settings,
+    listener: socket.socket,
+    tls: ssl.SSLContext | None,
+    address: Address,
+    description: str,
+) -> None:
+    runner = web.AppRunner(
+        _application(settings, address.base_path), access_log_class=RedactingAccessLogger
+    )
     try:
         await runner.setup()
     except Exception as exc:
         await runner.cleanup()
         raise UsageError(f"cannot start: {exc}") from None
     try:
-        await web.SockSite(runner, listener).start()
+        await web.SockSite(runner, listener, ssl_context=tls).start()
         print(f"wxcode-pty serving {description}", flush=True)
+        if address.unix_socket is not None:
+            print(f"listening on unix socket {address.unix_socket}", flush=True)
+        url = address.url
         token = settings.token if settings.token_required else None
         print(f"open {url}?token={token}" if token else f"open {url}", flush=True)
         stop = asyncio.Event()
@@ -289,15 +562,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _raise_open_file_limit()
     try:
         profile, description = _profile(args)
-        settings = _settings(args, profile)
-        listener = _listen(args.host, args.port)
-        with listener:
+        tls = _tls_context(args.tls_cert, args.tls_key)
+        address = Address.from_args(args, secure=tls is not None)
+        settings = _settings(args, profile, address)
+        listener = address.listen()
+        with listener, contextlib.ExitStack() as cleanup:
+            if address.unix_socket is not None:
+                cleanup.enter_context(_removed_at_exit(address.unix_socket))
             if not _is_url(args.db):
                 _check_database(Path(args.db))
-            host = f"[{args.host}]" if ":" in args.host else args.host
-            url = f"http://{host}:{args.port}/"
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(_serve(settings, listener, url, description))
+                asyncio.run(_serve(settings, listener, tls, address, description))
     except UsageError as exc:
         print(f"wxcode-pty: error: {exc}", file=sys.stderr)
         return 2

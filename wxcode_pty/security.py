@@ -203,7 +203,9 @@ class Gate:
             self.token or "",
             httponly=True,
             samesite="Strict",
-            path="/",
+            # The page's folder (``/`` or a mount prefix's ``/PREFIX/``): its WebSockets and
+            # API calls are under it, and other applications on the host never see the token.
+            path=request.path[: request.path.rfind("/") + 1] or "/",
             secure=request.secure,
         )
         response.headers["Referrer-Policy"] = "no-referrer"
