@@ -1,0 +1,238 @@
+"""The page people work in all day, in a real Chromium against a real ``python -m wxcode_pty
+serve``: Claude's state in the status bar and the tab title, browser notifications when a
+hidden tab's Claude needs the user or finishes a long turn, links, find, OSC 52 copies, and a
+font size that is remembered.
+
+Claude is played by tests/fake_claude/claude (turns at once) and tests/programs/claude_turns.py
+(a turn that asks for permission, and turns of a given length); both run the hooks the server
+injects, so the states come from the server exactly as they would for Claude.
+
+The browser APIs a headless browser cannot show (a notification, another tab opening, the tab
+being hidden) are observed by init scripts that record the calls the page makes.
+
+Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-claude.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import test_browser
+from .claude_cli import FAKE_CLAUDE
+from .processes import PROMPT, REPO, SHELL, Server, free_port
+from .test_browser import Page, _serve
+
+browser = test_browser.browser
+context = test_browser.context
+pytestmark = test_browser.pytestmark
+
+CLAUDE_TURNS = REPO / "tests" / "programs" / "claude_turns.py"
+PERMISSION = "Claude needs your permission to use Bash"
+
+# Records what the page does with browser APIs a headless browser cannot show: notifications
+# (kept, with their options and click handlers), window.focus and window.open; and lets a
+# test say whether the tab is hidden (document.visibilityState), then tell the page.
+OBSERVE_JS = """
+(() => {
+  const Real = window.Notification;
+  window.__notes = [];
+  window.__asked = 0;
+  window.__focused = 0;
+  window.__opened = [];
+  window.__visibility = 'visible';
+  class Recorded {
+    constructor(title, options) {
+      this.title = title;
+      this.options = options || {};
+      this.closed = false;
+      this.onclick = null;
+      window.__notes.push(this);
+    }
+    close() { this.closed = true; }
+    static get permission() {
+      return window.__permission || (Real ? Real.permission : 'denied');
+    }
+    static requestPermission() {
+      window.__asked += 1;
+      window.__permission = 'granted';
+      return Promise.resolve('granted');
+    }
+  }
+  window.Notification = Recorded;
+  const focus = window.focus.bind(window);
+  window.focus = () => { window.__focused += 1; focus(); };
+  window.open = (...args) => { window.__opened.push(args); return null; };
+  Object.defineProperty(Document.prototype, 'visibilityState', {
+    configurable: true, get() { return window.__visibility; },
+  });
+  Object.defineProperty(Document.prototype, 'hidden', {
+    configurable: true, get() { return window.__visibility === 'hidden'; },
+  });
+})();
+"""
+SET_VISIBILITY_JS = """(state) => {
+  window.__visibility = state;
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+NOTES_JS = "() => window.__notes.map((n) => ({title: n.title, body: n.options.body, tag: n.options.tag, closed: n.closed}))"
+
+
+def _observed(context: Any) -> Page:
+    context.add_init_script(OBSERVE_JS)
+    return Page(context)
+
+
+def _claude_server(
+    servers: list[Server], tmp_path: Path, claude: Path, monkeypatch: pytest.MonkeyPatch
+) -> Server:
+    # The server passes its CLAUDE_CONFIG_DIR on to Claude: the stand-ins' files stay here.
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
+    return _serve(servers, tmp_path, free_port(), "--no-token", "--claude", str(claude))
+
+
+def _type(term: Page, line: str) -> None:
+    term.page.evaluate("() => window.wxcodePty.term.focus()")
+    term.page.keyboard.type(line)
+    term.page.keyboard.press("Enter")
+
+
+def _wait_state(term: Page, state: str, count: int = 1) -> None:
+    """Until the page has been told ``state`` ``count`` times and shows it."""
+    term._wait(
+        "([state, count]) => { const c = window.wxcodePty.state().claudeState;"
+        " return c !== null && c.state === state && window.__states"
+        " && window.__states.filter((s) => s === state).length >= count; }",
+        [state, count],
+        test_browser.TIMEOUT_MS,
+        f"Claude {state} (x{count})",
+    )
+
+
+def _work_text(term: Page) -> str:
+    text: str = term.page.locator("#st-work").inner_text()
+    return text
+
+
+# Every state the page is told, in order (read by _wait_state).
+RECORD_STATES_JS = """
+(() => {
+  window.__states = [];
+  const Real = window.WebSocket;
+  window.WebSocket = class extends Real {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (event) => {
+        if (typeof event.data !== 'string') return;
+        try {
+          const msg = JSON.parse(event.data);
+          if (msg.type === 'claude_state') window.__states.push(msg.state);
+        } catch (err) { /* not JSON */ }
+      });
+    }
+  };
+})();
+"""
+
+
+def _open(context: Any, server: Server, project: str) -> Page:
+    context.add_init_script(OBSERVE_JS)
+    context.add_init_script(RECORD_STATES_JS)
+    term = Page(context)
+    term.page.goto(f"{server.origin}/?project={project}")
+    term.wait_status("connected")
+    return term
+
+
+def test_status_bar_and_title_follow_claudes_turn(
+    context: Any, servers: list[Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _claude_server(servers, tmp_path, FAKE_CLAUDE, monkeypatch)
+    term = _open(context, server, "turns")
+    term.wait_screen("> ")
+    _wait_state(term, "ready")
+    assert re.fullmatch(r"Claude ready · \d+s", _work_text(term)), _work_text(term)
+    assert term.page.title() == "turns · wxcode-pty"
+    # Each text the state field shows, in order.
+    term.page.evaluate(
+        """() => {
+      window.__shown = [];
+      const el = document.getElementById('st-work');
+      new MutationObserver(() => window.__shown.push(el.textContent))
+        .observe(el, {childList: true, characterData: true, subtree: true});
+    }"""
+    )
+
+    _type(term, "hello there")
+    term.wait_screen("you said: hello there")
+    _wait_state(term, "ready", count=2)
+    assert "working" in term.page.evaluate("() => window.__states"), term.controls
+    shown: list[str] = term.page.evaluate("() => window.__shown")
+    assert any(re.fullmatch(r"Claude working · \d+s", text) for text in shown), shown
+    assert re.fullmatch(r"Claude ready · \d+s", shown[-1]), shown
+    assert term.page.locator("#st-work").get_attribute("data-state") == "ready"
+    assert not term.page.title().startswith("●")
+
+    # The duration counts from the server's "since", and goes on counting.
+    since = term.state()["claudeState"]["since"]
+    term.page.wait_for_function(
+        "(since) => { const m = /· (\\d+)s$/.exec(document.getElementById('st-work').textContent);"
+        " return m !== null && Number(m[1]) >= 2 && Date.now() / 1000 - since >= 2; }",
+        arg=since,
+        timeout=10_000,
+    )
+
+
+def test_waiting_shows_its_detail_and_marks_the_tab(
+    context: Any, servers: list[Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _claude_server(servers, tmp_path, CLAUDE_TURNS, monkeypatch)
+    term = _open(context, server, "waits")
+    term.wait_screen("type ask")
+    _wait_state(term, "ready")
+    # The program's own title (OSC 0), then the project.
+    assert term.page.title() == "Claude stand-in · waits · wxcode-pty"
+
+    _type(term, "ask")
+    term.wait_screen("Allow Bash?")
+    _wait_state(term, "waiting")
+    assert re.fullmatch(rf"Claude waiting: {PERMISSION} · \d+s", _work_text(term)), _work_text(term)
+    assert term.page.locator("#st-work").get_attribute("data-state") == "waiting"
+    assert term.page.title() == "● Claude stand-in · waits · wxcode-pty"
+    _screenshot(term, "screenshot-claude.png", tmp_path)
+
+    # Answered: working, then ready; the mark goes.
+    _type(term, "y")
+    term.wait_screen("answered y")
+    _wait_state(term, "ready", count=2)
+    assert term.page.evaluate("() => window.__states")[-3:] == ["waiting", "working", "ready"]
+    assert term.page.title() == "Claude stand-in · waits · wxcode-pty"
+    assert re.fullmatch(r"Claude ready · \d+s", _work_text(term)), _work_text(term)
+
+
+def test_a_shell_shows_no_claude_state_and_no_notify_button(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    server = _serve(servers, tmp_path, free_port(), "--no-token", "--command", SHELL)
+    term = _open(context, server, "shell")
+    term.wait_screen(PROMPT)
+    term.run("printf '\\033]2;%s\\007' my-title", PROMPT)
+    term.page.wait_for_function("() => document.title === 'my-title · shell · wxcode-pty'")
+    assert term.page.locator("#st-work").is_hidden()
+    assert term.page.locator("#st-notify").is_hidden()
+
+
+def _screenshot(term: Page, name: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    term.page.screenshot(path=str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    target = os.environ.get("WXCODE_PTY_SCREENSHOT_DIR")
+    if target:
+        destination = REPO / target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
