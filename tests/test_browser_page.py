@@ -236,3 +236,95 @@ def _screenshot(term: Page, name: str, tmp_path: Path) -> None:
         destination = REPO / target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, destination)
+
+
+def _notes(term: Page) -> list[dict[str, Any]]:
+    notes: list[dict[str, Any]] = term.page.evaluate(NOTES_JS)
+    return notes
+
+
+def test_a_hidden_tab_is_notified_when_claude_waits_or_ends_a_long_turn(
+    context: Any, servers: list[Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _claude_server(servers, tmp_path, CLAUDE_TURNS, monkeypatch)
+    context.grant_permissions(["notifications"], origin=server.origin)
+    term = _open(context, server, "notes")
+    term.wait_screen("type ask")
+    _wait_state(term, "ready")
+    # Permission is granted already: nothing to ask for.
+    assert term.page.locator("#st-notify").is_hidden()
+
+    # A visible tab: the user sees the state change, no notification.
+    _type(term, "ask")
+    _wait_state(term, "waiting")
+    _type(term, "y")
+    _wait_state(term, "ready", count=2)
+    assert _notes(term) == []
+
+    # Hidden: Claude needs the user.
+    term.page.evaluate(SET_VISIBILITY_JS, "hidden")
+    _type(term, "ask")
+    _wait_state(term, "waiting", count=2)
+    term.page.wait_for_function("() => window.__notes.length >= 1")
+    first = _notes(term)
+    assert first == [
+        {
+            "title": "notes · wxcode-pty",
+            "body": PERMISSION,
+            "tag": "wxcode-pty:notes",
+            "closed": False,
+        }
+    ]
+    # Clicking it brings the tab forward and closes it.
+    term.page.evaluate("() => window.__notes[0].onclick(new Event('click'))")
+    assert term.page.evaluate("() => window.__focused") == 1
+    assert _notes(term)[0]["closed"] is True
+
+    # A short turn ends while hidden: not worth a notification.
+    _type(term, "y")
+    _wait_state(term, "ready", count=3)
+    _type(term, "quick")
+    _wait_state(term, "ready", count=4)
+    assert len(_notes(term)) == 1, _notes(term)
+
+    # A long turn ends while hidden.
+    _type(term, "slow 6")
+    _wait_state(term, "ready", count=5)
+    term.page.wait_for_function("() => window.__notes.length >= 2")
+    notes = _notes(term)
+    assert len(notes) == 2, notes
+    assert re.fullmatch(r"Claude finished \(\d+s\)", notes[1]["body"]), notes
+    # Seen again: the notification is closed, it has nothing more to say.
+    term.page.evaluate(SET_VISIBILITY_JS, "visible")
+    assert _notes(term)[1]["closed"] is True
+    # Reloading in the waiting state tells the page the state again: no notification.
+    term.page.evaluate(SET_VISIBILITY_JS, "hidden")
+    _type(term, "ask")
+    _wait_state(term, "waiting", count=3)
+    term.page.wait_for_function("() => window.__notes.length >= 3")
+    term.page.reload()
+    term.wait_status("connected")
+    term.page.evaluate(SET_VISIBILITY_JS, "hidden")
+    _wait_state(term, "waiting")
+    assert _notes(term) == [], "attaching is not a change of state"
+
+
+def test_permission_is_asked_for_only_on_a_click(
+    context: Any, servers: list[Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _claude_server(servers, tmp_path, CLAUDE_TURNS, monkeypatch)
+    context.add_init_script("window.__permission = 'default';")
+    term = _open(context, server, "ask")
+    term.wait_screen("type ask")
+    _wait_state(term, "ready")
+    button = term.page.locator("#st-notify")
+    button.wait_for(state="visible")
+    assert term.page.evaluate("() => window.__asked") == 0, "never asked on load"
+    button.click()
+    button.wait_for(state="hidden")
+    assert term.page.evaluate("() => window.__asked") == 1
+    # Now granted, a hidden tab is told.
+    term.page.evaluate(SET_VISIBILITY_JS, "hidden")
+    _type(term, "ask")
+    _wait_state(term, "waiting")
+    term.page.wait_for_function("() => window.__notes.length === 1")
