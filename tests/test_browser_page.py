@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +329,151 @@ def test_permission_is_asked_for_only_on_a_click(
     _type(term, "ask")
     _wait_state(term, "waiting")
     term.page.wait_for_function("() => window.__notes.length === 1")
+
+
+def _shell(context: Any, servers: list[Server], tmp_path: Path, project: str) -> Page:
+    server = _serve(servers, tmp_path, free_port(), "--no-token", "--command", SHELL)
+    term = _open(context, server, project)
+    term.wait_screen(PROMPT)
+    return term
+
+
+# The viewport position (in CSS pixels) of the middle of cell (col, row of the viewport).
+CELL_JS = """([col, row]) => {
+  const t = window.wxcodePty.term;
+  const box = t.element.querySelector('.xterm-screen').getBoundingClientRect();
+  const w = box.width / t.cols, h = box.height / t.rows;
+  return [box.left + (col + 0.5) * w, box.top + (row + 0.5) * h];
+}"""
+# The viewport row and column where ``needle`` is printed on a line of its own.
+FIND_JS = """(line) => {
+  const b = window.wxcodePty.term.buffer.active;
+  for (let y = b.length - 1; y >= 0; y--) {
+    const text = b.getLine(y).translateToString(true).trimEnd();
+    if (text === line) return y - b.viewportY;
+  }
+  return null;
+}"""
+
+
+def test_a_printed_url_is_a_link_that_opens_a_new_tab(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    term = _shell(context, servers, tmp_path, "links")
+    # The command line holds no whole URL: only the output does.
+    term.run("echo see https://example.test/docs/$((6*7))?q=a here", "docs/42")
+    row = term.page.evaluate(FIND_JS, "see https://example.test/docs/42?q=a here")
+    assert row is not None, term.screen()
+    x, y = term.page.evaluate(CELL_JS, [10, row])
+    term.page.mouse.move(x, y)
+    # The link provider underlines it and the pointer becomes a hand.
+    term.page.wait_for_function(
+        "() => document.querySelector('.xterm-screen').classList.contains('xterm-cursor-pointer')"
+    )
+    term.page.mouse.click(x, y)
+    term.page.wait_for_function("() => window.__opened.length === 1")
+    opened = term.page.evaluate("() => window.__opened")
+    assert opened == [["https://example.test/docs/42?q=a", "_blank", "noopener,noreferrer"]]
+
+    # Plain text is not a link.
+    x, y = term.page.evaluate(CELL_JS, [1, row])
+    term.page.mouse.move(x, y)
+    term.page.wait_for_function(
+        "() => !document.querySelector('.xterm-screen').classList.contains('xterm-cursor-pointer')"
+    )
+    term.page.mouse.click(x, y)
+    assert term.page.evaluate("() => window.__opened.length") == 1
+
+
+def test_find_reaches_into_the_scrollback(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    term = _shell(context, servers, tmp_path, "find")
+    term.run("echo Needle-$((40+2))-Early", "Needle-42-Early")
+    term.run("seq -f 'filler line %g' 1 300", "filler line 300")
+    term.wait_screen(PROMPT)
+    scrolled = (
+        "() => { const b = window.wxcodePty.term.buffer.active; return b.viewportY < b.baseY; }"
+    )
+    assert term.page.evaluate(scrolled) is False
+    assert term.page.evaluate(FIND_JS, "Needle-42-Early") < 0, "the needle is in the scrollback"
+
+    # Ctrl+Shift+F is the page's: the find box opens and the program gets nothing.
+    term.page.evaluate("() => window.wxcodePty.term.focus()")
+    term.page.keyboard.press("Control+Shift+F")
+    box = term.page.locator("#search-text")
+    box.wait_for(state="visible")
+    assert term.page.evaluate("() => document.activeElement.id") == "search-text"
+    box.type("needle-42")
+    term.page.keyboard.press("Enter")
+    term.page.wait_for_function(f"() => ({scrolled})()")
+    assert term.page.evaluate("() => window.wxcodePty.term.getSelection()") == "Needle-42"
+    row = term.page.evaluate(FIND_JS, "Needle-42-Early")
+    assert row is not None and 0 <= row < term.page.evaluate("() => window.wxcodePty.term.rows")
+    term.page.wait_for_function(
+        "() => document.getElementById('search-count').textContent === '1 of 1'"
+    )
+
+    # Matching case, the lower-case text is not there.
+    term.page.locator("#search-case").click()
+    term.page.wait_for_function(
+        "() => document.getElementById('search-count').textContent === 'no matches'"
+    )
+    assert term.page.locator("#search").get_attribute("data-found") == "none"
+    term.page.locator("#search-case").click()
+
+    # Previous and next go through several matches.
+    box.fill("filler line 29")
+    term.page.keyboard.press("Enter")
+    term.page.wait_for_function(
+        "() => / of 11$/.test(document.getElementById('search-count').textContent)"
+    )
+    before = term.page.locator("#search-count").inner_text()
+    term.page.keyboard.press("Shift+Enter")
+    term.page.wait_for_function(
+        "(before) => document.getElementById('search-count').textContent !== before", arg=before
+    )
+
+    # Escape closes it and gives the keyboard back to the terminal.
+    term.page.keyboard.press("Escape")
+    term.page.locator("#search").wait_for(state="hidden")
+    term.run("echo typed-$((1+1))", "typed-2")
+
+
+def test_osc_52_puts_text_on_the_clipboard_once(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    term = _shell(context, servers, tmp_path, "copy")
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    read = "() => navigator.clipboard.readText()"
+    term.page.evaluate("() => navigator.clipboard.writeText('before')")
+    # "sent-2" is in the output only, after the copy.
+    term.run(
+        "printf '\\033]52;c;%s\\007' $(printf 'copied by the program' | base64);"
+        " echo sent-$((1+1))",
+        "sent-2",
+    )
+    _wait_clipboard(term, "copied by the program")
+
+    # The user copies something else; a reload replays the old copy, which must not win.
+    term.page.evaluate("() => navigator.clipboard.writeText('the user copied this')")
+    term.page.reload()
+    term.wait_status("connected")
+    term.wait_screen("sent-2")
+    term.page.evaluate("() => new Promise((resolve) => window.wxcodePty.term.write('', resolve))")
+    assert term.page.evaluate(read) == "the user copied this"
+
+    # A program asking to read the clipboard (OSC 52 "?") gets an empty answer.
+    term.run(
+        "stty -echo; printf '\\033]52;c;?\\007'; IFS= read -r -t 2 -d $'\\a' answer;"
+        ' stty echo; echo "answer=[${answer#*52;c;}]"',
+        "answer=[",
+    )
+    term.wait_screen("answer=[]")
+
+
+def _wait_clipboard(term: Page, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (now := term.page.evaluate("() => navigator.clipboard.readText()")) != text:
+        assert time.monotonic() < deadline, f"the clipboard holds {now!r}, not {text!r}"
+        time.sleep(0.05)
