@@ -477,3 +477,38 @@ def _wait_clipboard(term: Page, text: str, timeout: float = 10) -> None:
     while (now := term.page.evaluate("() => navigator.clipboard.readText()")) != text:
         assert time.monotonic() < deadline, f"the clipboard holds {now!r}, not {text!r}"
         time.sleep(0.05)
+
+
+def test_font_size_is_remembered_across_a_reload(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    term = _shell(context, servers, tmp_path, "font")
+    size = "() => window.wxcodePty.term.options.fontSize"
+    cols = "() => window.wxcodePty.term.cols"
+    assert term.page.evaluate(size) == 14
+    before = term.page.evaluate(cols)
+    term.page.locator("#st-font-up").click()
+    term.page.locator("#st-font-up").click()
+    assert term.page.evaluate(size) == 16
+    # Bigger cells: fewer columns, and the PTY takes the new size.
+    term.page.wait_for_function(f"(before) => ({cols})() < before", arg=before)
+    narrower = term.page.evaluate(cols)
+    term.page.wait_for_function(
+        "(c) => { const p = window.wxcodePty.state().ptySize; return p !== null && p.cols === c; }",
+        arg=narrower,
+    )
+    term.run("tput cols", str(narrower))
+
+    term.page.reload()
+    term.wait_status("connected")
+    assert term.page.evaluate(size) == 16
+    assert term.page.evaluate(cols) == narrower
+    term.page.locator("#st-font-down").click()
+    assert term.page.evaluate(size) == 15
+    assert term.page.evaluate("() => localStorage.getItem('wxcode-pty.fontSize')") == "15"
+
+    # A stored value out of range is not used.
+    term.page.evaluate("() => localStorage.setItem('wxcode-pty.fontSize', '400')")
+    term.page.reload()
+    term.wait_status("connected")
+    assert term.page.evaluate(size) == 14
