@@ -10,7 +10,8 @@ injects, so the states come from the server exactly as they would for Claude.
 The browser APIs a headless browser cannot show (a notification, another tab opening, the tab
 being hidden) are observed by init scripts that record the calls the page makes.
 
-Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-claude.png.
+Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-claude.png and
+docs/screenshot-find.png.
 """
 
 from __future__ import annotations
@@ -413,6 +414,7 @@ def test_find_reaches_into_the_scrollback(
     term.page.wait_for_function(
         "() => document.getElementById('search-count').textContent === '1 of 1'"
     )
+    _screenshot(term, "screenshot-find.png", tmp_path)
 
     # Matching case, the lower-case text is not there.
     term.page.locator("#search-case").click()
