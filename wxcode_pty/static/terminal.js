@@ -1,8 +1,8 @@
 // Browser side of wxcode-pty: a project chooser, and an xterm.js terminal
 // attached to the plugin's WebSocket (protocol version 1, see the README).
 //
-// Plain ES2020 script, no build step: xterm.js and its fit addon are loaded
-// before it as UMD scripts (window.Terminal, window.FitAddon).
+// Plain ES2020 script, no build step: xterm.js and its addons are loaded
+// before it as UMD scripts (window.Terminal, window.FitAddon, ...).
 (function () {
   'use strict';
 
@@ -23,6 +23,14 @@
   // After this page sends its size, how long the server's "size" answer is
   // awaited before the status bar says the sizes differ (no flash on resize).
   const SIZE_ANSWER_MS = 1000;
+  // A turn at least this long (from the server's "since" times) earns a
+  // notification when it ends while the tab is hidden; shorter ones do not.
+  const NOTIFY_TURN_SECONDS = 5;
+  const FONT_SIZE_KEY = 'wxcode-pty.fontSize';
+  const FONT_SIZE_DEFAULT = 14;
+  const FONT_SIZE_MIN = 8;
+  const FONT_SIZE_MAX = 32;
+  const WAITING_MARK = '\u25cf ';          // "● " before the tab title
 
   const EMPTY = new Uint8Array(0);
   const encoder = new TextEncoder();
@@ -170,6 +178,11 @@
   function startTerminal(projectId) {
     const container = $('terminal');
     const bar = {
+      work: $('st-work'),
+      notify: $('st-notify'),
+      find: $('st-find'),
+      fontDown: $('st-font-down'),
+      fontUp: $('st-font-up'),
       state: $('st-state'),
       project: $('st-project'),
       claude: $('st-claude'),
@@ -179,17 +192,19 @@
       sizeText: $('st-size-text'),
       sizeUse: $('st-size-use'),
     };
-    container.hidden = false;
+    $('term-area').hidden = false;
     $('status').hidden = false;
-    document.title = projectId + ' · wxcode-pty';
     bar.project.textContent = 'project ' + projectId;
     bar.project.title = projectId;
 
     const term = new window.Terminal({
       cursorBlink: true,
       fontFamily: getComputedStyle(document.documentElement).getPropertyValue('--mono').replace(/\s+/g, ' ').trim() || 'monospace',
-      fontSize: 14,
+      fontSize: storedFontSize(),
       scrollback: 5000,
+      // The unicode11 addon and the search addon's match highlights use
+      // parts of the API that xterm.js still calls proposed.
+      allowProposedApi: true,
       // xterm's default ANSI colours are dim on a dark background (blue
       // especially); these keep every colour readable against it.
       theme: {
@@ -232,6 +247,9 @@
       // not connected. The most recently active client's size applies, so it
       // can differ from this page's own terminal.
       ptySize: null,
+      // Claude's state ({state, detail, since}) as the server last said;
+      // null for a program that is not Claude.
+      claudeState: null,
     };
     window.wxcodePty = { term, state: () => Object.assign({}, st) };
 
@@ -248,6 +266,10 @@
     let pingId = 0;
     let sizeSentAt = -Infinity;
     let sizeTimer = null;
+    let programTitle = '';     // the program's title (OSC 0/2)
+    let turnStart = null;      // "since" of the turn Claude is in, if any
+    let workTimer = null;      // refreshes the state's duration
+    let shown = null;          // the notification on screen, if any
 
     // Replayed bytes can contain terminal queries (cursor position, device
     // attributes, colours...). xterm.js answers them through onData as if the
@@ -269,7 +291,8 @@
     term.onBinary((data) => handleInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff), ''));
     term.onResize(() => sendSize());
     term.onTitleChange((title) => {
-      document.title = (title ? title + ' · ' : '') + projectId + ' · wxcode-pty';
+      programTitle = title;
+      updateTitle();
     });
 
     // ResizeObserver also catches the status bar changing height, which a
@@ -288,8 +311,261 @@
     container.addEventListener('click', () => { if (stopped || retryTimer) userReconnect(); });
     window.addEventListener('online', () => { if (retryTimer) userReconnect(); });
 
+    // ------------------------------------------------ addons and tools
+
+    // Links: a URL the program prints opens in a new tab, which gets neither
+    // a handle on this page (noopener) nor its address (noreferrer).
+    term.loadAddon(new window.WebLinksAddon.WebLinksAddon((event, uri) => {
+      window.open(uri, '_blank', 'noopener,noreferrer');
+    }));
+
+    // Emoji and East Asian wide characters take the cells Claude and other
+    // modern programs expect them to.
+    term.loadAddon(new window.Unicode11Addon.Unicode11Addon());
+    term.unicode.activeVersion = '11';
+
+    // OSC 52: a program may put text on the clipboard (Claude's /copy, vim,
+    // tmux over ssh), but never read it: what the user copied elsewhere is
+    // not the program's to see, so a read gets an empty answer.
+    term.loadAddon(new window.ClipboardAddon.ClipboardAddon(undefined, {
+      readText: () => Promise.resolve(''),
+      writeText: (selection, text) => {
+        // A replay holds old copies: drawing it again must not overwrite
+        // what the user has on the clipboard now.
+        if (muted) return Promise.resolve();
+        if (!navigator.clipboard) {
+          notice('the program copied text, but the clipboard needs a secure (https) page');
+          return Promise.resolve();
+        }
+        return navigator.clipboard.writeText(text).catch(() => {
+          notice('the program copied text, but the browser refused the clipboard');
+        });
+      },
+    }));
+
+    const search = setUpSearch();
+    window.wxcodePty.search = search;
+
+    // Font size: remembered per browser, applied to every project.
+    bar.fontDown.addEventListener('click', () => setFontSize(term.options.fontSize - 1));
+    bar.fontUp.addEventListener('click', () => setFontSize(term.options.fontSize + 1));
+    showFontButtons();
+
+    // Notifications are asked for only when the user clicks "notify me".
+    bar.notify.addEventListener('click', () => {
+      Promise.resolve(window.Notification.requestPermission())
+        .catch(() => undefined)
+        .then(() => { showNotifyButton(); term.focus(); });
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && shown) {
+        shown.close();
+        shown = null;
+      }
+    });
+
     connect(false);
     term.focus();
+    updateTitle();
+
+    function setFontSize(size) {
+      const next = Math.min(FONT_SIZE_MAX, Math.max(FONT_SIZE_MIN, Math.round(size)));
+      if (next !== term.options.fontSize) {
+        term.options.fontSize = next;
+        try { localStorage.setItem(FONT_SIZE_KEY, String(next)); } catch (err) { /* storage off */ }
+        // Fewer or more cells fit now; fitting resizes the PTY too.
+        fitNow();
+      }
+      showFontButtons();
+      term.focus();
+    }
+
+    function showFontButtons() {
+      bar.fontDown.disabled = term.options.fontSize <= FONT_SIZE_MIN;
+      bar.fontUp.disabled = term.options.fontSize >= FONT_SIZE_MAX;
+      bar.fontDown.title = 'Smaller text (now ' + term.options.fontSize + ' px)';
+      bar.fontUp.title = 'Bigger text (now ' + term.options.fontSize + ' px)';
+    }
+
+    // Find in the terminal (scrollback included): Ctrl+Shift+F or the "find"
+    // button. Ctrl+F stays the program's (it moves the cursor in shells).
+    function setUpSearch() {
+      const addon = new window.SearchAddon.SearchAddon();
+      term.loadAddon(addon);
+      const box = {
+        form: $('search'),
+        text: $('search-text'),
+        matchCase: $('search-case'),
+        prev: $('search-prev'),
+        count: $('search-count'),
+        close: $('search-close'),
+      };
+      const decorations = {
+        matchBackground: '#4d4326',
+        matchOverviewRuler: '#e5c07b',
+        activeMatchBackground: '#9a7b1c',
+        activeMatchColorOverviewRuler: '#ffd27a',
+      };
+      const options = (incremental) => ({
+        caseSensitive: box.matchCase.getAttribute('aria-pressed') === 'true',
+        incremental,
+        decorations,
+      });
+      const find = (forward, incremental) => {
+        const text = box.text.value;
+        if (!text) {
+          addon.clearDecorations();
+          term.clearSelection();
+          box.count.textContent = '';
+          delete box.form.dataset.found;
+          return;
+        }
+        const found = forward ? addon.findNext(text, options(incremental)) : addon.findPrevious(text, options(false));
+        box.form.dataset.found = found ? 'yes' : 'none';
+        if (!found) box.count.textContent = 'no matches';
+      };
+      addon.onDidChangeResults(({ resultIndex, resultCount }) => {
+        if (resultCount === 0) box.count.textContent = box.text.value ? 'no matches' : '';
+        else if (resultIndex < 0) box.count.textContent = resultCount + ' matches';
+        else box.count.textContent = (resultIndex + 1) + ' of ' + resultCount;
+      });
+      const open = () => {
+        box.form.hidden = false;
+        box.text.focus();
+        box.text.select();
+        if (box.text.value) find(true, true);
+      };
+      const close = () => {
+        box.form.hidden = true;
+        addon.clearDecorations();
+        term.clearSelection();
+        term.focus();
+      };
+      const isFindKey = (e) => e.ctrlKey && e.shiftKey && !e.altKey && !e.metaKey &&
+        (e.code === 'KeyF' || e.key === 'F' || e.key === 'f');
+      term.attachCustomKeyEventHandler((e) => {
+        if (!isFindKey(e)) return true;
+        if (e.type === 'keydown') {
+          e.preventDefault();
+          open();
+        }
+        return false;   // the key is the page's, not the program's
+      });
+      box.form.addEventListener('submit', (e) => { e.preventDefault(); find(true, false); });
+      box.form.addEventListener('keydown', (e) => {
+        if (e.key === 'Escape') {
+          e.preventDefault();
+          close();
+        } else if (e.key === 'Enter' && e.shiftKey) {
+          e.preventDefault();
+          find(false, false);
+        } else if (isFindKey(e)) {
+          e.preventDefault();
+          box.text.select();
+        }
+      });
+      box.text.addEventListener('input', () => find(true, true));
+      box.matchCase.addEventListener('click', () => {
+        const on = box.matchCase.getAttribute('aria-pressed') !== 'true';
+        box.matchCase.setAttribute('aria-pressed', String(on));
+        find(true, true);
+      });
+      box.prev.addEventListener('click', () => find(false, false));
+      box.close.addEventListener('click', close);
+      bar.find.addEventListener('click', () => (box.form.hidden ? open() : close()));
+      return { addon, open, close, find: (text, forward = true) => { box.text.value = text; find(forward, false); } };
+    }
+
+    // --------------------------------------------------- Claude's state
+
+    function setClaudeState(msg) {
+      const prev = st.claudeState;
+      const now = {
+        state: String(msg.state || 'unknown'),
+        detail: typeof msg.detail === 'string' && msg.detail ? msg.detail : null,
+        since: Number(msg.since),
+      };
+      st.claudeState = now;
+      if (now.state === 'working' && turnStart === null) turnStart = now.since;
+      const turn = now.state === 'ready' && turnStart !== null ? now.since - turnStart : null;
+      if (now.state === 'ready' || now.state === 'starting') turnStart = null;
+      showWork();
+      updateTitle();
+      showNotifyButton();
+      if (prev !== null) notifyChange(prev, now, turn);
+    }
+
+    function clearClaudeState() {
+      st.claudeState = null;
+      turnStart = null;
+      showWork();
+      updateTitle();
+      showNotifyButton();
+    }
+
+    // "Claude working · 12s": the state and how long it has lasted, from the
+    // server's "since" (a clock ahead of this one reads as 0s, never less).
+    function showWork() {
+      clearTimeout(workTimer);
+      workTimer = null;
+      const c = st.claudeState;
+      bar.work.hidden = c === null;
+      if (c === null) return;
+      const text = c.state + (c.state === 'waiting' && c.detail ? ': ' + c.detail : '');
+      let took = '';
+      if (Number.isFinite(c.since)) {
+        took = ' · ' + formatDuration(Date.now() / 1000 - c.since);
+        workTimer = setTimeout(showWork, 1000);
+      }
+      bar.work.textContent = 'Claude ' + text + took;
+      bar.work.title = 'Claude ' + text +
+        (Number.isFinite(c.since) ? ' since ' + new Date(c.since * 1000).toLocaleTimeString() : '');
+      bar.work.dataset.state = c.state;
+    }
+
+    // The tab says when Claude waits for the user ("● "), and otherwise
+    // follows the program's own title and the project.
+    function updateTitle() {
+      const c = st.claudeState;
+      const mark = c !== null && c.state === 'waiting' ? WAITING_MARK : '';
+      document.title = mark + (programTitle ? programTitle + ' · ' : '') + projectId + ' · wxcode-pty';
+    }
+
+    function showNotifyButton() {
+      bar.notify.hidden = !(typeof window.Notification === 'function' &&
+        st.claudeState !== null && window.Notification.permission === 'default');
+    }
+
+    // A notification when the tab is hidden and Claude needs the user, or
+    // finished a turn long enough that the user has likely looked away.
+    function notifyChange(prev, now, turn) {
+      if (document.visibilityState !== 'hidden') return;
+      if (typeof window.Notification !== 'function' || window.Notification.permission !== 'granted') return;
+      let body = null;
+      if (now.state === 'waiting' && (prev.state !== 'waiting' || prev.since !== now.since)) {
+        body = now.detail || 'Claude needs you';
+      } else if (now.state === 'ready' && prev.state !== 'ready' && turn !== null &&
+                 turn >= NOTIFY_TURN_SECONDS) {
+        body = 'Claude finished (' + formatDuration(turn) + ')';
+      }
+      if (body === null) return;
+      try {
+        const n = new window.Notification(projectId + ' · wxcode-pty', {
+          body,
+          tag: 'wxcode-pty:' + projectId,
+          icon: 'static/favicon.svg',
+        });
+        n.onclick = () => {
+          window.focus();
+          n.close();
+          term.focus();
+        };
+        if (shown) shown.close();
+        shown = n;
+      } catch (err) {
+        // Some browsers (Chrome on Android) only notify from a service worker.
+      }
+    }
 
     function fitNow() {
       // Fitting can fail before the renderer has measured a cell (e.g. while
@@ -435,6 +711,8 @@
           c.sessionChanged = st.sessionId !== null && msg.session_id !== st.sessionId;
           st.sessionId = msg.session_id;
           setClaude(msg.claude_session_id);
+          // The server says Claude's state again after the replay.
+          clearClaudeState();
           if (msg.resumed) notice('the program was started again and resumed its conversation');
           setPtySize({ cols: msg.cols, rows: msg.rows });
           // Attaching makes this the most recent client, whose size applies.
@@ -463,12 +741,16 @@
         case 'size':
           setPtySize({ cols: msg.cols, rows: msg.rows });
           break;
+        case 'claude_state':
+          setClaudeState(msg);
+          break;
         case 'claude_session':
           setClaude(msg.claude_session_id);
           if (msg.reason) notice(msg.reason);
           break;
         case 'exit':
           c.exited = exitText(msg);
+          clearClaudeState();
           setState('exited', c.exited, msg.code === 0 ? 'good' : 'bad');
           break;
         case 'error':
@@ -621,6 +903,21 @@
       bar.action.hidden = !label;
       if (label) bar.action.textContent = label;
     }
+  }
+
+  function storedFontSize() {
+    let size = NaN;
+    try { size = Number(localStorage.getItem(FONT_SIZE_KEY) || NaN); } catch (err) { /* storage off */ }
+    return Number.isInteger(size) && size >= FONT_SIZE_MIN && size <= FONT_SIZE_MAX ? size : FONT_SIZE_DEFAULT;
+  }
+
+  // 42s, 3m 05s, 2h 07m
+  function formatDuration(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    const pad = (n) => String(n).padStart(2, '0');
+    if (s < 60) return s + 's';
+    if (s < 3600) return Math.floor(s / 60) + 'm ' + pad(s % 60) + 's';
+    return Math.floor(s / 3600) + 'h ' + pad(Math.floor(s / 60) % 60) + 'm';
   }
 
   function exitText(msg) {
