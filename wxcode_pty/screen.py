@@ -158,6 +158,10 @@ def _line(line: avt.Line) -> str:
     return "".join(out)
 
 
+#: Characters handed to the emulator per call (see ``_feed_vt``).
+_FEED_PIECE = 1024
+
+
 class ScreenModel:
     """A terminal emulator fed with one program's output; see the module's docstring."""
 
@@ -259,7 +263,7 @@ class ScreenModel:
                     item = item[: budget - done]
                 self._pending -= len(item)
                 done += len(item)
-                self._vt.feed_str(self._decoder.decode(item))
+                self._feed_vt(self._decoder.decode(item))
             except BaseException as exc:
                 self._failed(exc)
         return done
@@ -277,7 +281,7 @@ class ScreenModel:
         self._reset()
         if self._vt is not None:
             try:
-                self._vt.feed_str(self._decoder.decode(history))
+                self._feed_vt(self._decoder.decode(history))
             except BaseException as exc:
                 self._failed(exc)
 
@@ -357,6 +361,16 @@ class ScreenModel:
                 return
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _feed_vt(self, text: str) -> None:
+        # avt's memory while it parses grows with the text of one call (lines that scroll
+        # out are kept until the call returns, and the allocator keeps the peak): small
+        # pieces keep a flood from leaving tens of MB behind.
+        vt = self._vt
+        if vt is None:
+            return
+        for start in range(0, len(text), _FEED_PIECE):
+            vt.feed_str(text[start : start + _FEED_PIECE])
 
     @staticmethod
     def _clamp(cols: int, rows: int) -> Resize:
