@@ -1,7 +1,9 @@
 """The raw limit: the workload program on a PTY read by a tight os.read loop, no server at all.
 
-Run as its own process so it has a core to itself like the servers do, and prints one JSON line:
-  raw_reader.py throughput PROGRAM NAME   -> bytes, seconds, cpu_seconds
+The PTY keeps the modes a new one has (output processing on) unless the program changes them,
+as under every server. Run as its own process so it has a core to itself like the servers do,
+and prints one JSON line:
+  raw_reader.py throughput PROGRAM NAME   -> bytes, crc, seconds, cpu_seconds
   raw_reader.py echo COUNT PROGRAM NAME   -> latencies_ms
 """
 
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import termios
 import time
+import zlib
 
 READ_SIZE = 65536
 
@@ -28,11 +31,11 @@ def spawn(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     return proc, master
 
 
-def throughput(argv: list[str]) -> dict[str, float]:
+def throughput(argv: list[str]) -> dict[str, float | int]:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     proc, fd = spawn(argv)
-    total = 0
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = os.read(fd, READ_SIZE)
@@ -40,12 +43,16 @@ def throughput(argv: list[str]) -> dict[str, float]:
             break
         if not chunk:
             break
-        total += len(chunk)
+        chunks.append(chunk)  # checked after the clock stops: the servers' clients do it
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     os.close(fd)
     proc.wait()
-    return {"bytes": total, "seconds": elapsed, "cpu_seconds": cpu}
+    total = sum(map(len, chunks))
+    crc = 0
+    for chunk in chunks:
+        crc = zlib.crc32(chunk, crc)
+    return {"bytes": total, "crc": crc, "seconds": elapsed, "cpu_seconds": cpu}
 
 
 def echo(count: int, argv: list[str]) -> dict[str, list[float]]:

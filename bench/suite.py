@@ -19,20 +19,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import make_text_file, raise_nofile_limit, write_program
+from common import make_text_file, on_the_wire, raise_nofile_limit, write_program
 from servers import ServerEnv, find_ttyd, probe_wxcode
-from workloads import WORKLOADS, Bench, Config
+from workloads import WORKLOADS, Bench, Config, Expected
 
 ALL_SERVERS = ("wxcode-pty", "terminado", "ttyd")
 
 # Headline figures: (workload key, level, metric, label, unit, higher is better, target for
 # wxcode-pty as (comparison, value) or None, target text from the issue).
 HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | None, str]] = [
+    # Throughput and cost of programs in the normal terminal mode (output processing on).
     ("throughput", None, "mb_per_s", "throughput", "MB/s", True, None, ">= ttyd and >= 0.9x raw"),
     (
         "throughput",
@@ -45,6 +45,38 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         ">= 180",
     ),
     ("throughput", None, "lost_bytes", "bytes lost (throughput)", "bytes", False, ("<=", 0.0), "0"),
+    # The same file with output processing off (stty raw): for comparison only, no program
+    # that people run works that way.
+    (
+        "throughput_raw",
+        None,
+        "mb_per_s",
+        "throughput, stty raw",
+        "MB/s",
+        True,
+        None,
+        "comparison only",
+    ),
+    (
+        "throughput_raw",
+        None,
+        "mb_per_cpu_s",
+        "cost, stty raw",
+        "MB per server CPU-s",
+        True,
+        None,
+        "comparison only",
+    ),
+    (
+        "throughput_raw",
+        None,
+        "lost_bytes",
+        "bytes lost (stty raw)",
+        "bytes",
+        False,
+        None,
+        "comparison only",
+    ),
     ("echo", None, "p99_ms", "echo p99, idle", "ms", False, ("<", 0.5), "< 0.5 ms"),
     ("echo_loaded", None, "p99_ms", "echo p99, under flood", "ms", False, ("<", 20.0), "< 20 ms"),
     (
@@ -316,9 +348,14 @@ async def run(args: argparse.Namespace) -> int:
     try:
         data_file = scratch / "data.txt"
         make_text_file(data_file, cfg.file_size)
-        data_crc = zlib.crc32(data_file.read_bytes())
+        data = data_file.read_bytes()
+        expected = {
+            mode: Expected.of(on_the_wire(data, output_processing=mode == "cooked"))
+            for mode in ("cooked", "raw")
+        }
+        del data
         program = scratch / "program.sh"
-        write_program(program, data_file)
+        write_program(program, data_file, scratch / "modes")
         env = ServerEnv(
             program=program, scratch=scratch, ttyd=probed.ttyd, wxcode_python=probed.wxcode_python
         )
@@ -329,7 +366,7 @@ async def run(args: argparse.Namespace) -> int:
                 cfg=cfg,
                 env=env,
                 data_file=data_file,
-                data_crc=data_crc,
+                expected=expected,
                 servers=kinds,
                 http=http,
                 log=log,

@@ -29,10 +29,11 @@ from common import (
     percentile,
     rss_bytes,
     summarize,
+    tty_modes,
 )
 from servers import BENCH_DIR, ServerEnv, ServerProcess
 
-__all__ = ["WORKLOADS", "Bench", "Config"]
+__all__ = ["WORKLOADS", "Bench", "Config", "Expected"]
 
 Record = dict[str, Any]
 
@@ -97,12 +98,25 @@ class Config:
         )
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a client should receive when the program cats the data file: its length and
+    CRC-32 once the PTY has passed it on (with output processing on, \\n is \\r\\n)."""
+
+    size: int
+    crc: int
+
+    @classmethod
+    def of(cls, wire: bytes) -> Expected:
+        return cls(size=len(wire), crc=zlib.crc32(wire))
+
+
 @dataclass
 class Bench:
     cfg: Config
     env: ServerEnv
     data_file: Path
-    data_crc: int
+    expected: dict[str, Expected]  # "cooked" (the default terminal modes) and "raw" (stty raw)
     servers: list[str]  # server kinds that can run, in round order
     http: aiohttp.ClientSession
     log: Callable[[str], None]
@@ -219,30 +233,35 @@ async def _rounds(
 # --- throughput and cost ------------------------------------------------------------------
 
 
-async def throughput(bench: Bench) -> dict[str, Any]:
-    """cat of the data file to one client; MB/s, server CPU per MB, bytes lost."""
+async def _throughput(bench: Bench, mode: str) -> dict[str, Any]:
+    """cat of the data file to one client; MB/s, server CPU per MB, bytes lost. mode "cooked"
+    leaves the terminal as a new PTY is (output processing on), "raw" runs stty raw first."""
     cfg = bench.cfg
-    size = bench.data_file.stat().st_size
+    expected = bench.expected[mode]
+    prefix = "tput" if mode == "cooked" else "tputraw"
     servers = {kind: bench.server(kind) for kind in bench.servers}
     for server in servers.values():
         await server.start()
 
     async def one(target: str, _: int) -> Record:
+        name = bench.name(prefix)
         if target == "raw":
             raw = await asyncio.to_thread(
-                _raw_reader, "throughput", "sh", str(bench.env.program), bench.name("tput")
+                _raw_reader, "throughput", "sh", str(bench.env.program), name
             )
             return {
                 "mb_per_s": raw["bytes"] / MB / raw["seconds"],
                 "mb_per_cpu_s": raw["bytes"] / MB / max(raw["cpu_seconds"], 1e-9),
-                "lost_bytes": size - raw["bytes"],
+                "lost_bytes": expected.size - raw["bytes"],
+                "intact": raw["bytes"] == expected.size and raw["crc"] == expected.crc,
                 "seconds": raw["seconds"],
                 "cpu_seconds": raw["cpu_seconds"],
+                "tty": tty_modes(bench.env.scratch / "modes" / name),
             }
         server = servers[target]
         cpu0 = cpu_seconds(server.pid)
         t0 = time.perf_counter()
-        client = await open_client(bench.http, target, server.port, bench.name("tput"))
+        client = await open_client(bench.http, target, server.port, name)
         received = 0
         crc = 0
         t_last = t0
@@ -258,8 +277,8 @@ async def throughput(bench: Bench) -> dict[str, Any]:
         return {
             "mb_per_s": received / MB / seconds,
             "mb_per_cpu_s": received / MB / max(cpu, 1e-9),
-            "lost_bytes": size - received,
-            "intact": received == size and crc == bench.data_crc,
+            "lost_bytes": expected.size - received,
+            "intact": received == expected.size and crc == expected.crc,
             "seconds": seconds,
             "cpu_seconds": cpu,
             "close_code": client.close_code,
@@ -267,21 +286,39 @@ async def throughput(bench: Bench) -> dict[str, Any]:
             "replay_from": next(
                 (m.get("from") for m in client.control if m.get("type") == "replay"), None
             ),
+            "tty": tty_modes(bench.env.scratch / "modes" / name),
         }
 
     targets = ["raw", *bench.servers]
     try:
-        bench.log("  warm-up round (not recorded)")
+        bench.log(f"  warm-up round (not recorded), {mode} terminal")
         await _rounds(bench, 1, targets, one, "warm-up")
-        records = await _rounds(bench, cfg.throughput_rounds, targets, one, "throughput")
+        records = await _rounds(bench, cfg.throughput_rounds, targets, one, f"throughput {mode}")
     finally:
         for server in servers.values():
             await server.stop()
+    summary = _summaries(records, ["mb_per_s", "mb_per_cpu_s", "lost_bytes", "cpu_seconds"])
+    for kind, rounds in records.items():
+        # Every round of every server should report the same modes; a server that set up its
+        # terminals differently would show here (and in `intact`).
+        summary[kind]["tty"] = sorted({str(r.get("tty")) for r in rounds if "error" not in r})
     return {
-        "file_bytes": size,
+        "terminal": mode,
+        "file_bytes": bench.data_file.stat().st_size,
+        "expected_bytes": expected.size,
         "rounds": records,
-        "summary": _summaries(records, ["mb_per_s", "mb_per_cpu_s", "lost_bytes", "cpu_seconds"]),
+        "summary": summary,
     }
+
+
+async def throughput(bench: Bench) -> dict[str, Any]:
+    """The headline: programs in the normal terminal mode, as shells, Node and Claude run."""
+    return await _throughput(bench, "cooked")
+
+
+async def throughput_raw(bench: Bench) -> dict[str, Any]:
+    """The same with stty raw (no output processing), for comparison."""
+    return await _throughput(bench, "raw")
 
 
 # --- echo latency --------------------------------------------------------------------------
@@ -629,6 +666,7 @@ def _was_closed(sock: Any, budget: float = 3.0) -> bool | None:
 
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "throughput": throughput,
+    "throughput_raw": throughput_raw,
     "echo": echo_idle,
     "echo_loaded": echo_loaded,
     "many_sessions": many_sessions,
