@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import make_text_file, on_the_wire, raise_nofile_limit, write_program
+from common import MB, make_text_file, on_the_wire, raise_nofile_limit, write_program
 from servers import ServerEnv, find_ttyd, probe_wxcode
 from workloads import WORKLOADS, Bench, Config, Expected
 
@@ -55,7 +55,7 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         "MB/s",
         True,
         None,
-        "comparison only",
+        "none, for comparison",
     ),
     (
         "throughput_raw",
@@ -65,7 +65,7 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         "MB per server CPU-s",
         True,
         None,
-        "comparison only",
+        "none, for comparison",
     ),
     (
         "throughput_raw",
@@ -75,7 +75,7 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         "bytes",
         False,
         None,
-        "comparison only",
+        "none, for comparison",
     ),
     ("echo", None, "p99_ms", "echo p99, idle", "ms", False, ("<", 0.5), "< 0.5 ms"),
     ("echo_loaded", None, "p99_ms", "echo p99, under flood", "ms", False, ("<", 20.0), "< 20 ms"),
@@ -317,6 +317,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.sessions:
         levels = tuple(int(n) for n in args.sessions.split(","))
         cfg = dataclasses.replace(cfg, session_levels=levels)
+    if args.file_mb:
+        cfg = dataclasses.replace(cfg, file_size=args.file_mb * MB)
     if args.rounds:
         cfg = dataclasses.replace(
             cfg,
@@ -422,6 +424,9 @@ def main() -> None:
     )
     parser.add_argument("--sessions", help="session counts for many_sessions, e.g. 200,1000")
     parser.add_argument("--rounds", type=int, help="rounds for every workload")
+    parser.add_argument(
+        "--file-mb", type=int, help="size of the throughput file in MB (default 50, quick 5)"
+    )
     parser.add_argument(
         "--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)"
     )
