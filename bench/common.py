@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shlex
 import socket
 import statistics
 from collections.abc import Sequence
@@ -177,6 +178,9 @@ case $name in
   # the terminal does not echo it; the program writes it back, through output processing.
   echo*|idle*) stty -icanon -echo min 1 time 0 && printf R && exec cat ;;
   flood*|yes*) exec yes ;;
+  # A recorded Claude Code turn written at its recorded pace (replay.py), in the modes
+  # Claude's own terminal has.
+  replay*) exec @REPLAY@ ;;
   *) echo "bench program: unknown session name '$name'" >&2; exit 2 ;;
 esac
 """
@@ -188,9 +192,14 @@ READY_MARK = b"R"
 MODE_FLAGS = ("opost", "onlcr", "icanon", "echo")
 
 
-def write_program(path: Path, data_file: Path, modes_dir: Path) -> None:
+def write_program(path: Path, data_file: Path, modes_dir: Path, replay: list[str]) -> None:
+    """The workload program; `replay` is the command line of the replay* sessions."""
     modes_dir.mkdir(parents=True, exist_ok=True)
-    text = PROGRAM.replace("@DATA@", str(data_file)).replace("@MODES@", str(modes_dir))
+    text = (
+        PROGRAM.replace("@DATA@", str(data_file))
+        .replace("@MODES@", str(modes_dir))
+        .replace("@REPLAY@", shlex.join(replay) if replay else "false")
+    )
     path.write_text(text)
     path.chmod(0o755)
 

@@ -5,6 +5,8 @@ as under every server. Run as its own process so it has a core to itself like th
 and prints one JSON line:
   raw_reader.py throughput PROGRAM NAME   -> bytes, crc, seconds, cpu_seconds
   raw_reader.py echo COUNT PROGRAM NAME   -> latencies_ms
+  raw_reader.py replay COUNT STAGGER PROGRAM PREFIX
+                                          -> arrivals (per session, [time, bytes so far] per read), crcs
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import selectors
 import struct
 import subprocess
 import sys
@@ -74,12 +77,58 @@ def echo(count: int, argv: list[str]) -> dict[str, list[float]]:
     return {"latencies_ms": latencies}
 
 
+def replay(count: int, stagger: float, argv: list[str], prefix: str) -> dict[str, object]:
+    """COUNT programs (named PREFIX0, PREFIX1, ...) started STAGGER seconds apart in all, read
+    as their output comes: when each read ended and how many bytes the session had by then."""
+    selector = selectors.DefaultSelector()
+    arrivals: list[list[tuple[float, int]]] = [[] for _ in range(count)]
+    totals = [0] * count
+    crcs = [0] * count
+    procs: list[subprocess.Popen[bytes]] = []
+    step = stagger / max(count, 1)
+    t0 = time.monotonic()
+    started = 0
+    open_fds = 0
+    while started < count or open_fds:
+        if started < count:
+            wait = t0 + started * step - time.monotonic()
+            if wait <= 0:
+                proc, fd = spawn([*argv, f"{prefix}{started}"])
+                procs.append(proc)
+                selector.register(fd, selectors.EVENT_READ, started)
+                started += 1
+                open_fds += 1
+                continue
+        else:
+            wait = None
+        for key, _ in selector.select(wait):
+            index = key.data
+            try:
+                chunk = os.read(key.fd, READ_SIZE)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                selector.unregister(key.fd)
+                os.close(key.fd)
+                open_fds -= 1
+                continue
+            totals[index] += len(chunk)
+            crcs[index] = zlib.crc32(chunk, crcs[index])
+            arrivals[index].append((time.perf_counter(), totals[index]))
+    for proc in procs:
+        proc.wait()
+    return {"arrivals": arrivals, "crcs": crcs}
+
+
 def main() -> None:
     mode = sys.argv[1]
     if mode == "throughput":
         result: object = throughput(sys.argv[2:])
     elif mode == "echo":
         result = echo(int(sys.argv[2]), sys.argv[3:])
+    elif mode == "replay":
+        count, stagger = int(sys.argv[2]), float(sys.argv[3])
+        result = replay(count, stagger, sys.argv[4:-1], sys.argv[-1])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     print(json.dumps(result))

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from common import MB, make_text_file, on_the_wire, raise_nofile_limit, write_program
 from servers import ServerEnv, find_ttyd, probe_wxcode
-from workloads import WORKLOADS, Bench, Config, Expected
+from workloads import WORKLOADS, Bench, Config, Expected, Recording
 
 ALL_SERVERS = ("wxcode-pty", "terminado", "ttyd")
 
@@ -108,6 +108,37 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         False,
         ("<", 10.0),
         "all attachable < 10 s",
+    ),
+    # A recorded Claude Code turn replayed at its real pace in many sessions at once.
+    (
+        "claude_like",
+        None,
+        "lateness_p99_ms",
+        "Claude-like output lateness p99",
+        "ms",
+        False,
+        None,
+        "none yet",
+    ),
+    (
+        "claude_like",
+        None,
+        "cpu_pct_per_session",
+        "server CPU per Claude-like session",
+        "% of a core",
+        False,
+        None,
+        "none yet",
+    ),
+    (
+        "claude_like",
+        None,
+        "echo_p99_ms",
+        "echo p99 next to Claude-like sessions",
+        "ms",
+        False,
+        None,
+        "none yet",
     ),
     (
         "slow_consumer",
@@ -356,8 +387,18 @@ async def run(args: argparse.Namespace) -> int:
             for mode in ("cooked", "raw")
         }
         del data
+        recording_file = Path(__file__).resolve().parent / "recordings" / "claude_turn.json"
+        recording = (
+            Recording.load(recording_file, cfg.claude_turns) if recording_file.exists() else None
+        )
+        replay = [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "replay.py"),
+            str(recording_file),
+            str(cfg.claude_turns),
+        ]
         program = scratch / "program.sh"
-        write_program(program, data_file, scratch / "modes")
+        write_program(program, data_file, scratch / "modes", replay)
         env = ServerEnv(
             program=program, scratch=scratch, ttyd=probed.ttyd, wxcode_python=probed.wxcode_python
         )
@@ -369,6 +410,7 @@ async def run(args: argparse.Namespace) -> int:
                 env=env,
                 data_file=data_file,
                 expected=expected,
+                recording=recording,
                 servers=kinds,
                 http=http,
                 log=log,
