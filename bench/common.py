@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shlex
 import socket
 import statistics
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import TypedDict
 __all__ = [
     "CLK_TCK",
     "MB",
+    "MODE_FLAGS",
     "READY_MARK",
     "Summary",
     "cpu_seconds",
@@ -24,11 +26,13 @@ __all__ = [
     "free_port",
     "is_running",
     "make_text_file",
+    "on_the_wire",
     "percentile",
     "raise_nofile_limit",
     "rss_bytes",
     "start_time",
     "summarize",
+    "tty_modes",
     "write_program",
 ]
 
@@ -162,20 +166,57 @@ PROGRAM = """\
 # Workload program of the benchmark. Every server runs this same script; the session
 # name picks what it does. It comes as $1 (raw reader, terminado, ttyd) or, for servers
 # that run one fixed command per session, as the name of the working directory.
-# stty raw -echo makes the terminal pass bytes through unchanged, so byte counts are exact
-# and the only echo is the one cat writes.
+# The terminal stays in the mode a new PTY has (output processing on: ONLCR turns each
+# \\n into \\r\\n), as shells, Node programs and Claude keep it; only tputraw* turns
+# it off, for comparison. The throughput sessions note their terminal modes (stty -a)
+# in @MODES@/<name>, so that the run can show that every server gave the same ones.
 name=${1:-${PWD##*/}}
 case $name in
-  tput*) stty raw -echo && exec cat '@DATA@' ;;
-  echo*|idle*) stty raw -echo && printf R && exec cat ;;
+  tputraw*) stty raw -echo && stty -a >'@MODES@'/"$name" && exec cat '@DATA@' ;;
+  tput*) stty -a >'@MODES@'/"$name" && exec cat '@DATA@' ;;
+  # What line editors and Node's setRawMode do: each key reaches the program at once and
+  # the terminal does not echo it; the program writes it back, through output processing.
+  echo*|idle*) stty -icanon -echo min 1 time 0 && printf R && exec cat ;;
   flood*|yes*) exec yes ;;
+  # A recorded Claude Code turn written at its recorded pace (replay.py), in the modes
+  # Claude's own terminal has.
+  replay*) exec @REPLAY@ ;;
   *) echo "bench program: unknown session name '$name'" >&2; exit 2 ;;
 esac
 """
 
 READY_MARK = b"R"
 
+# The terminal modes a throughput round reports from its `stty -a`: those that decide what
+# reaches the client (output processing, newline mapping) and what happens to input.
+MODE_FLAGS = ("opost", "onlcr", "icanon", "echo")
 
-def write_program(path: Path, data_file: Path) -> None:
-    path.write_text(PROGRAM.replace("@DATA@", str(data_file)))
+
+def write_program(path: Path, data_file: Path, modes_dir: Path, replay: list[str]) -> None:
+    """The workload program; `replay` is the command line of the replay* sessions."""
+    modes_dir.mkdir(parents=True, exist_ok=True)
+    text = (
+        PROGRAM.replace("@DATA@", str(data_file))
+        .replace("@MODES@", str(modes_dir))
+        .replace("@REPLAY@", shlex.join(replay) if replay else "false")
+    )
+    path.write_text(text)
     path.chmod(0o755)
+
+
+def on_the_wire(data: bytes, output_processing: bool) -> bytes:
+    """What a PTY passes on when a program writes `data`: with output processing on (the
+    default modes, OPOST and ONLCR) each \\n becomes \\r\\n. The other output mappings
+    (OCRNL, ONLRET, OLCUC, tab expansion) are off by default, and the test file holds no
+    \\r or tab for them to change."""
+    return data.replace(b"\n", b"\r\n") if output_processing else data
+
+
+def tty_modes(modes_file: Path) -> str | None:
+    """The MODE_FLAGS as `stty -a` printed them ("opost onlcr -icanon -echo"), or None."""
+    try:
+        words = set(modes_file.read_text().replace(";", " ").split())
+    except OSError:
+        return None
+    found = [f if f in words else f"-{f}" for f in MODE_FLAGS if f in words or f"-{f}" in words]
+    return " ".join(found) if found else None

@@ -19,20 +19,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import make_text_file, raise_nofile_limit, write_program
+from common import MB, make_text_file, on_the_wire, raise_nofile_limit, write_program
 from servers import ServerEnv, find_ttyd, probe_wxcode
-from workloads import WORKLOADS, Bench, Config
+from workloads import WORKLOADS, Bench, Config, Expected, Recording
 
 ALL_SERVERS = ("wxcode-pty", "terminado", "ttyd")
 
 # Headline figures: (workload key, level, metric, label, unit, higher is better, target for
 # wxcode-pty as (comparison, value) or None, target text from the issue).
 HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | None, str]] = [
+    # Throughput and cost of programs in the normal terminal mode (output processing on).
     ("throughput", None, "mb_per_s", "throughput", "MB/s", True, None, ">= ttyd and >= 0.9x raw"),
     (
         "throughput",
@@ -45,6 +45,38 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         ">= 180",
     ),
     ("throughput", None, "lost_bytes", "bytes lost (throughput)", "bytes", False, ("<=", 0.0), "0"),
+    # The same file with output processing off (stty raw): for comparison only, no program
+    # that people run works that way.
+    (
+        "throughput_raw",
+        None,
+        "mb_per_s",
+        "throughput, stty raw",
+        "MB/s",
+        True,
+        None,
+        "none, for comparison",
+    ),
+    (
+        "throughput_raw",
+        None,
+        "mb_per_cpu_s",
+        "cost, stty raw",
+        "MB per server CPU-s",
+        True,
+        None,
+        "none, for comparison",
+    ),
+    (
+        "throughput_raw",
+        None,
+        "lost_bytes",
+        "bytes lost (stty raw)",
+        "bytes",
+        False,
+        None,
+        "none, for comparison",
+    ),
     ("echo", None, "p99_ms", "echo p99, idle", "ms", False, ("<", 0.5), "< 0.5 ms"),
     ("echo_loaded", None, "p99_ms", "echo p99, under flood", "ms", False, ("<", 20.0), "< 20 ms"),
     (
@@ -76,6 +108,37 @@ HEADLINES: list[tuple[str, str | None, str, str, str, bool, tuple[str, float] | 
         False,
         ("<", 10.0),
         "all attachable < 10 s",
+    ),
+    # A recorded Claude Code turn replayed at its real pace in many sessions at once.
+    (
+        "claude_like",
+        None,
+        "lateness_p99_ms",
+        "Claude-like output lateness p99",
+        "ms",
+        False,
+        None,
+        "none yet",
+    ),
+    (
+        "claude_like",
+        None,
+        "cpu_pct_per_session",
+        "server CPU per Claude-like session",
+        "% of a core",
+        False,
+        None,
+        "none yet",
+    ),
+    (
+        "claude_like",
+        None,
+        "echo_p99_ms",
+        "echo p99 next to Claude-like sessions",
+        "ms",
+        False,
+        None,
+        "none yet",
     ),
     (
         "slow_consumer",
@@ -285,6 +348,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.sessions:
         levels = tuple(int(n) for n in args.sessions.split(","))
         cfg = dataclasses.replace(cfg, session_levels=levels)
+    if args.file_mb:
+        cfg = dataclasses.replace(cfg, file_size=args.file_mb * MB)
     if args.rounds:
         cfg = dataclasses.replace(
             cfg,
@@ -316,9 +381,24 @@ async def run(args: argparse.Namespace) -> int:
     try:
         data_file = scratch / "data.txt"
         make_text_file(data_file, cfg.file_size)
-        data_crc = zlib.crc32(data_file.read_bytes())
+        data = data_file.read_bytes()
+        expected = {
+            mode: Expected.of(on_the_wire(data, output_processing=mode == "cooked"))
+            for mode in ("cooked", "raw")
+        }
+        del data
+        recording_file = Path(__file__).resolve().parent / "recordings" / "claude_turn.json"
+        recording = (
+            Recording.load(recording_file, cfg.claude_turns) if recording_file.exists() else None
+        )
+        replay = [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "replay.py"),
+            str(recording_file),
+            str(cfg.claude_turns),
+        ]
         program = scratch / "program.sh"
-        write_program(program, data_file)
+        write_program(program, data_file, scratch / "modes", replay)
         env = ServerEnv(
             program=program, scratch=scratch, ttyd=probed.ttyd, wxcode_python=probed.wxcode_python
         )
@@ -329,7 +409,8 @@ async def run(args: argparse.Namespace) -> int:
                 cfg=cfg,
                 env=env,
                 data_file=data_file,
-                data_crc=data_crc,
+                expected=expected,
+                recording=recording,
                 servers=kinds,
                 http=http,
                 log=log,
@@ -385,6 +466,9 @@ def main() -> None:
     )
     parser.add_argument("--sessions", help="session counts for many_sessions, e.g. 200,1000")
     parser.add_argument("--rounds", type=int, help="rounds for every workload")
+    parser.add_argument(
+        "--file-mb", type=int, help="size of the throughput file in MB (default 50, quick 5)"
+    )
     parser.add_argument(
         "--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)"
     )

@@ -7,6 +7,7 @@ summaries (median, min, max over rounds) that the report and the chart use.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import subprocess
@@ -26,13 +27,16 @@ from common import (
     cpu_seconds,
     descendants,
     is_running,
+    on_the_wire,
     percentile,
     rss_bytes,
     summarize,
+    tty_modes,
 )
+from replay import PAUSE as REPLAY_PAUSE
 from servers import BENCH_DIR, ServerEnv, ServerProcess
 
-__all__ = ["WORKLOADS", "Bench", "Config"]
+__all__ = ["WORKLOADS", "Bench", "Config", "Expected", "Recording"]
 
 Record = dict[str, Any]
 
@@ -55,6 +59,10 @@ class Config:
     recovery_rounds: int
     slow_seconds: float
     slow_rounds: int
+    claude_sessions: int
+    claude_turns: int
+    claude_stagger: float
+    claude_rounds: int
 
     @classmethod
     def preset(cls, quick: bool) -> Config:
@@ -76,6 +84,10 @@ class Config:
                 recovery_rounds=1,
                 slow_seconds=5.0,
                 slow_rounds=1,
+                claude_sessions=10,
+                claude_turns=1,
+                claude_stagger=3.0,
+                claude_rounds=1,
             )
         return cls(
             quick=False,
@@ -94,7 +106,57 @@ class Config:
             recovery_rounds=2,
             slow_seconds=30.0,
             slow_rounds=1,
+            claude_sessions=50,
+            claude_turns=2,
+            claude_stagger=10.0,
+            claude_rounds=1,
         )
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a client should receive when the program cats the data file: its length and
+    CRC-32 once the PTY has passed it on (with output processing on, \\n is \\r\\n)."""
+
+    size: int
+    crc: int
+
+    @classmethod
+    def of(cls, wire: bytes) -> Expected:
+        return cls(size=len(wire), crc=zlib.crc32(wire))
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recorded program turn: (seconds from its start, bytes written) per write."""
+
+    path: Path
+    writes: list[tuple[float, bytes]]
+    seconds: float
+    turns: int  # how many times each replay session plays it
+
+    @classmethod
+    def load(cls, path: Path, turns: int) -> Recording:
+        doc = json.loads(path.read_text())
+        writes = [(float(t), base64.b64decode(data)) for t, data in doc["writes"]]
+        return cls(path=path, writes=writes, seconds=float(doc["seconds"]), turns=turns)
+
+    def schedule(self) -> tuple[list[float], list[int], Expected]:
+        """When each write is due (replay.py's schedule: turns in a row, PAUSE apart), the
+        wire bytes received once it has arrived, and the whole expected stream."""
+        period = self.seconds + REPLAY_PAUSE
+        due: list[float] = []
+        ends: list[int] = []
+        wire: list[bytes] = []
+        total = 0
+        for turn in range(self.turns):
+            for at, data in self.writes:
+                chunk = on_the_wire(data, output_processing=True)
+                total += len(chunk)
+                due.append(turn * period + at)
+                ends.append(total)
+                wire.append(chunk)
+        return due, ends, Expected.of(b"".join(wire))
 
 
 @dataclass
@@ -102,7 +164,8 @@ class Bench:
     cfg: Config
     env: ServerEnv
     data_file: Path
-    data_crc: int
+    expected: dict[str, Expected]  # "cooked" (the default terminal modes) and "raw" (stty raw)
+    recording: Recording | None  # the Claude turn that claude_like replays
     servers: list[str]  # server kinds that can run, in round order
     http: aiohttp.ClientSession
     log: Callable[[str], None]
@@ -219,30 +282,35 @@ async def _rounds(
 # --- throughput and cost ------------------------------------------------------------------
 
 
-async def throughput(bench: Bench) -> dict[str, Any]:
-    """cat of the data file to one client; MB/s, server CPU per MB, bytes lost."""
+async def _throughput(bench: Bench, mode: str) -> dict[str, Any]:
+    """cat of the data file to one client; MB/s, server CPU per MB, bytes lost. mode "cooked"
+    leaves the terminal as a new PTY is (output processing on), "raw" runs stty raw first."""
     cfg = bench.cfg
-    size = bench.data_file.stat().st_size
+    expected = bench.expected[mode]
+    prefix = "tput" if mode == "cooked" else "tputraw"
     servers = {kind: bench.server(kind) for kind in bench.servers}
     for server in servers.values():
         await server.start()
 
     async def one(target: str, _: int) -> Record:
+        name = bench.name(prefix)
         if target == "raw":
             raw = await asyncio.to_thread(
-                _raw_reader, "throughput", "sh", str(bench.env.program), bench.name("tput")
+                _raw_reader, "throughput", "sh", str(bench.env.program), name
             )
             return {
                 "mb_per_s": raw["bytes"] / MB / raw["seconds"],
                 "mb_per_cpu_s": raw["bytes"] / MB / max(raw["cpu_seconds"], 1e-9),
-                "lost_bytes": size - raw["bytes"],
+                "lost_bytes": expected.size - raw["bytes"],
+                "intact": raw["bytes"] == expected.size and raw["crc"] == expected.crc,
                 "seconds": raw["seconds"],
                 "cpu_seconds": raw["cpu_seconds"],
+                "tty": tty_modes(bench.env.scratch / "modes" / name),
             }
         server = servers[target]
         cpu0 = cpu_seconds(server.pid)
         t0 = time.perf_counter()
-        client = await open_client(bench.http, target, server.port, bench.name("tput"))
+        client = await open_client(bench.http, target, server.port, name)
         received = 0
         crc = 0
         t_last = t0
@@ -258,8 +326,8 @@ async def throughput(bench: Bench) -> dict[str, Any]:
         return {
             "mb_per_s": received / MB / seconds,
             "mb_per_cpu_s": received / MB / max(cpu, 1e-9),
-            "lost_bytes": size - received,
-            "intact": received == size and crc == bench.data_crc,
+            "lost_bytes": expected.size - received,
+            "intact": received == expected.size and crc == expected.crc,
             "seconds": seconds,
             "cpu_seconds": cpu,
             "close_code": client.close_code,
@@ -267,21 +335,39 @@ async def throughput(bench: Bench) -> dict[str, Any]:
             "replay_from": next(
                 (m.get("from") for m in client.control if m.get("type") == "replay"), None
             ),
+            "tty": tty_modes(bench.env.scratch / "modes" / name),
         }
 
     targets = ["raw", *bench.servers]
     try:
-        bench.log("  warm-up round (not recorded)")
+        bench.log(f"  warm-up round (not recorded), {mode} terminal")
         await _rounds(bench, 1, targets, one, "warm-up")
-        records = await _rounds(bench, cfg.throughput_rounds, targets, one, "throughput")
+        records = await _rounds(bench, cfg.throughput_rounds, targets, one, f"throughput {mode}")
     finally:
         for server in servers.values():
             await server.stop()
+    summary = _summaries(records, ["mb_per_s", "mb_per_cpu_s", "lost_bytes", "cpu_seconds"])
+    for kind, rounds in records.items():
+        # Every round of every server should report the same modes; a server that set up its
+        # terminals differently would show here (and in `intact`).
+        summary[kind]["tty"] = sorted({str(r.get("tty")) for r in rounds if "error" not in r})
     return {
-        "file_bytes": size,
+        "terminal": mode,
+        "file_bytes": bench.data_file.stat().st_size,
+        "expected_bytes": expected.size,
         "rounds": records,
-        "summary": _summaries(records, ["mb_per_s", "mb_per_cpu_s", "lost_bytes", "cpu_seconds"]),
+        "summary": summary,
     }
+
+
+async def throughput(bench: Bench) -> dict[str, Any]:
+    """The headline: programs in the normal terminal mode, as shells, Node and Claude run."""
+    return await _throughput(bench, "cooked")
+
+
+async def throughput_raw(bench: Bench) -> dict[str, Any]:
+    """The same with stty raw (no output processing), for comparison."""
+    return await _throughput(bench, "raw")
 
 
 # --- echo latency --------------------------------------------------------------------------
@@ -627,11 +713,173 @@ def _was_closed(sock: Any, budget: float = 3.0) -> bool | None:
     return None
 
 
+# --- Claude-like sessions -----------------------------------------------------------------
+
+
+def _lateness(arrivals: list[tuple[float, int]], due: list[float], ends: list[int]) -> list[float]:
+    """How late each write arrived, in ms: when its last byte arrived after the first write's,
+    minus when it was due after the first write's. arrivals: (time, bytes so far) per read."""
+    lateness: list[float] = []
+    index = 0
+    first: float | None = None
+    for at, end in zip(due, ends, strict=True):
+        while index < len(arrivals) and arrivals[index][1] < end:
+            index += 1
+        if index == len(arrivals):
+            break
+        if first is None:
+            first = arrivals[index][0] - at
+        lateness.append((arrivals[index][0] - at - first) * 1000.0)
+    return lateness
+
+
+async def claude_like(bench: Bench) -> dict[str, Any]:
+    """claude_sessions sessions replay a recorded Claude Code turn at its real pace, started
+    claude_stagger seconds apart in all, while another client types a key every 50 ms:
+    how late the output arrives, what the server spends per session, and the typing echo."""
+    cfg = bench.cfg
+    if bench.recording is None:
+        bench.log("  skipped: no recording (bench/recordings/claude_turn.json)")
+        return {"skipped": "no recording"}
+    recording = bench.recording
+    due, ends, expected = recording.schedule()
+
+    async def replay_session(target: str, port: int, delay: float) -> Record:
+        await asyncio.sleep(delay)
+        client = await open_client(bench.http, target, port, bench.name("replay"))
+        received = 0
+        crc = 0
+        arrivals: list[tuple[float, int]] = []
+        try:
+            while received < expected.size and (chunk := await _read(client, 30.0)) is not None:
+                received += len(chunk)
+                crc = zlib.crc32(chunk, crc)
+                arrivals.append((time.perf_counter(), received))
+        finally:
+            await client.close()
+        lateness = _lateness(arrivals, due, ends)
+        return {
+            "received": received,
+            "intact": received == expected.size and crc == expected.crc,
+            "lateness_ms": lateness,
+        }
+
+    async def raw_round() -> Record:
+        # The floor: the same programs on PTYs read by one tight loop, no server, no typing.
+        t0 = time.perf_counter()
+        raw = await asyncio.to_thread(
+            _raw_reader,
+            "replay",
+            str(cfg.claude_sessions),
+            str(cfg.claude_stagger),
+            "sh",
+            str(bench.env.program),
+            bench.name("replay") + "-",
+        )
+        wall = time.perf_counter() - t0
+        sessions = [[(float(t), int(n)) for t, n in a] for a in raw["arrivals"]]
+        lateness = [v for a in sessions for v in _lateness(a, due, ends)]
+        if not lateness:
+            raise RoundFailed("no session delivered output")
+        return {
+            "sessions": cfg.claude_sessions,
+            "lateness_p50_ms": percentile(lateness, 50),
+            "lateness_p99_ms": percentile(lateness, 99),
+            "lateness_max_ms": max(lateness),
+            "intact_sessions": sum(
+                1
+                for a, crc in zip(sessions, raw["crcs"], strict=True)
+                if a and a[-1][1] == expected.size and crc == expected.crc
+            ),
+            "seconds": wall,
+        }
+
+    async def one(target: str, _: int) -> Record:
+        if target == "raw":
+            return await raw_round()
+        server = bench.server(target)
+        await server.start()
+        probe_latencies: list[float] = []
+        try:
+            observer = await open_client(bench.http, target, server.port, bench.name("echo"))
+            await _wait_ready(observer)
+            await _echo_probe(observer, 20)  # warm the path before measuring
+            done = asyncio.Event()
+
+            async def type_keys() -> None:
+                while not done.is_set():
+                    probe_latencies.extend(await _echo_probe(observer, 1))
+                    await asyncio.sleep(0.05)
+
+            typing = asyncio.get_running_loop().create_task(type_keys())
+            cpu0 = cpu_seconds(server.pid)
+            t0 = time.perf_counter()
+            step = cfg.claude_stagger / max(cfg.claude_sessions, 1)
+            sessions = await asyncio.gather(
+                *(
+                    replay_session(target, server.port, i * step)
+                    for i in range(cfg.claude_sessions)
+                ),
+                return_exceptions=True,
+            )
+            wall = time.perf_counter() - t0
+            cpu = cpu_seconds(server.pid) - cpu0
+            rss = rss_bytes(server.pid)
+            done.set()
+            await typing
+            await observer.close()
+        finally:
+            await server.stop()
+        failed = [s for s in sessions if isinstance(s, BaseException)]
+        ok = [s for s in sessions if not isinstance(s, BaseException)]
+        lateness = [v for s in ok for v in s["lateness_ms"]]
+        if not lateness:
+            raise RoundFailed(f"no session delivered output: {failed[:1]}")
+        # Session-seconds of replay: what one session costs the server, as a share of a core.
+        session_seconds = cfg.claude_sessions * (recording.turns * recording.seconds)
+        return {
+            "sessions": cfg.claude_sessions,
+            "lateness_p50_ms": percentile(lateness, 50),
+            "lateness_p99_ms": percentile(lateness, 99),
+            "lateness_max_ms": max(lateness),
+            "server_cpu_seconds": cpu,
+            "cpu_pct_per_session": 100.0 * cpu / session_seconds,
+            "server_cpu_pct": 100.0 * cpu / wall,
+            "rss_mb": rss / MB,
+            "echo_p99_ms": percentile(probe_latencies, 99) if probe_latencies else None,
+            "echo_max_ms": max(probe_latencies) if probe_latencies else None,
+            "echoes": len(probe_latencies),
+            "intact_sessions": sum(1 for s in ok if s["intact"]),
+            "failed_sessions": len(failed),
+            "failures_sample": [f"{type(f).__name__}: {f}" for f in failed[:3]],
+            "seconds": wall,
+        }
+
+    records = await _rounds(
+        bench, cfg.claude_rounds, ["raw", *bench.servers], one, "claude-like sessions"
+    )
+    return {
+        "recording": recording.path.name,
+        "turn_bytes_on_the_wire": expected.size // max(recording.turns, 1),
+        "turn_seconds": recording.seconds,
+        "turns_per_session": recording.turns,
+        "sessions": cfg.claude_sessions,
+        "stagger_seconds": cfg.claude_stagger,
+        "rounds": records,
+        "summary": _summaries(
+            records,
+            ["lateness_p99_ms", "cpu_pct_per_session", "server_cpu_pct", "echo_p99_ms", "rss_mb"],
+        ),
+    }
+
+
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "throughput": throughput,
+    "throughput_raw": throughput_raw,
     "echo": echo_idle,
     "echo_loaded": echo_loaded,
     "many_sessions": many_sessions,
     "recovery": recovery,
     "slow_consumer": slow_consumer,
+    "claude_like": claude_like,
 }
