@@ -214,14 +214,6 @@ class PTYSession:
         return self._closing
 
     @property
-    def ended(self) -> bool:
-        return self._ended.done()
-
-    @property
-    def exit_status(self) -> ExitStatus | None:
-        return self._ended.result() if self._ended.done() else None
-
-    @property
     def last_activity(self) -> float:
         """Wall-clock time of the last input, output, attach or detach."""
         return time.time() - (time.monotonic() - self._active_at)
@@ -230,7 +222,7 @@ class PTYSession:
         """Seconds (``time.monotonic()``) without a client and without activity; 0 if any."""
         return 0.0 if self.clients else now - self._active_at
 
-    def touch(self) -> None:
+    def _touch(self) -> None:
         self._active_at = time.monotonic()
 
     async def changed(self) -> None:
@@ -440,7 +432,7 @@ class PTYSession:
         self._answers.attach(client)
         self._make_active(client)
         self._match_reads_to_clients()
-        self.touch()
+        self._touch()
 
     def detach(self, client: SessionClient) -> None:
         """Remove a client; the others may be ready for more output, and the one active
@@ -454,7 +446,7 @@ class PTYSession:
         if was_active and self._recent:
             self._make_active(self._recent[-1])
         self._match_reads_to_clients()
-        self.touch()
+        self._touch()
         self.drained()
 
     def input(self, client: SessionClient, data: bytes) -> None:
@@ -475,7 +467,7 @@ class PTYSession:
         if filtered.data:
             self.pty.write(filtered.data)
         self._schedule_answers()
-        self.touch()
+        self._touch()
 
     def resize(self, client: SessionClient) -> None:
         """``client``'s terminal changed size (its ``cols``, ``rows``): it is the active
