@@ -366,3 +366,40 @@ def test_extra_keys_on_a_phone(
     desktop.page.goto(f"{server.origin}/?project=phone")
     desktop.wait_status("connected")
     assert desktop.page.locator("#keys").is_hidden()
+
+
+def test_touch_scrolling_on_a_phone(browser: Any, servers: list[Server], tmp_path: Path) -> None:
+    server = _serve(servers, tmp_path, free_port(), "--no-token", "--command", SHELL)
+    phone_context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
+    phone_context.set_default_timeout(test_browser.TIMEOUT_MS)
+    try:
+        phone = Page(phone_context)
+        phone.page.goto(f"{server.origin}/?project=scroll")
+        phone.wait_status("connected")
+        phone.wait_screen(PROMPT)
+        phone.run("seq 1 300", "300")
+        bottom: int = phone.page.evaluate("() => window.wxcodePty.term.buffer.active.viewportY")
+        assert bottom > 0
+        # A finger dragged down the terminal scrolls back, as on any phone page.
+        cdp = phone_context.new_cdp_session(phone.page)
+        box = phone.page.locator("#terminal").bounding_box()
+        assert box is not None
+        x = box["x"] + box["width"] / 2
+        y = box["y"] + 100
+        cdp.send(
+            "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]}
+        )
+        for step in range(1, 11):
+            cdp.send(
+                "Input.dispatchTouchEvent",
+                {"type": "touchMove", "touchPoints": [{"x": x, "y": y + step * 40}]},
+            )
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        phone._wait(
+            "(bottom) => window.wxcodePty.term.buffer.active.viewportY < bottom - 5",
+            bottom,
+            5000,
+            "the terminal scrolled back by touch",
+        )
+    finally:
+        phone_context.close()

@@ -392,6 +392,7 @@
       if (document.visibilityState === 'visible') wake();
     });
     setUpExtraKeys();
+    setUpTouchScroll();
 
     // ------------------------------------------------ addons and tools
 
@@ -1027,6 +1028,44 @@
       mods[name] = on;
       const button = document.querySelector('#keys [data-key="' + name + '"]');
       if (button) button.setAttribute('aria-pressed', on ? 'true' : 'false');
+    }
+
+    // A finger dragged over the terminal scrolls its history. xterm.js 6.0.0
+    // lost its own touch scrolling (xterm.js issue 5489, fixed upstream by
+    // pull request 5685): remove this when the vendored xterm.js has the fix,
+    // or both would scroll. A drag starts after 10 px so a tap still focuses
+    // the terminal (and opens the on-screen keyboard).
+    function setUpTouchScroll() {
+      let startY = null;
+      let lastY = 0;
+      let rest = 0;
+      let dragging = false;
+      container.addEventListener('touchstart', (event) => {
+        startY = event.touches.length === 1 ? event.touches[0].clientY : null;
+        lastY = startY;
+        rest = 0;
+        dragging = false;
+      }, { passive: true });
+      container.addEventListener('touchmove', (event) => {
+        if (startY === null || event.touches.length !== 1) return;
+        const y = event.touches[0].clientY;
+        if (!dragging && Math.abs(y - startY) < 10) return;
+        dragging = true;
+        // No pull-to-refresh or page scroll while the terminal scrolls.
+        event.preventDefault();
+        rest += lastY - y;
+        lastY = y;
+        const screen = container.querySelector('.xterm-screen');
+        const cell = screen && term.rows ? screen.clientHeight / term.rows : 17;
+        const lines = Math.trunc(rest / cell);
+        if (lines !== 0) {
+          term.scrollLines(lines);
+          rest -= lines * cell;
+        }
+      }, { passive: false });
+      const end = () => { startY = null; dragging = false; };
+      container.addEventListener('touchend', end);
+      container.addEventListener('touchcancel', end);
     }
 
     // A row of keys a phone's keyboard lacks, shown only on touch screens.
