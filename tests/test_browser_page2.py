@@ -257,6 +257,12 @@ def test_chooser_lists_refreshes_and_closes_sessions(
     assert asked and "beta" in asked[0], asked
     assert _api(server, "GET", "/beta")["status"] == "running"
     assert beta.locator("button.close").is_visible()
+    # The list is drawn again on every refresh; the keyboard focus stays where it was.
+    drawn = beta.element_handle()
+    chooser._wait("(li) => !li.isConnected", drawn, 15_000, "a refresh of the list")
+    assert chooser.page.evaluate(
+        "() => document.activeElement.matches('li[data-project=\"beta\"] button.close')"
+    )
 
     # Accepting it closes the session: the list says so and the REST API agrees.
     chooser.page.once("dialog", lambda dialog: dialog.accept())

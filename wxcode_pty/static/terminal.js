@@ -91,9 +91,14 @@
     let timer = null;
     const refresh = async () => {
       clearTimeout(timer);
-      await loadSessions(refresh);
+      // A hidden tab does not ask; it asks again as soon as it is shown.
+      if (document.visibilityState !== 'hidden') await loadSessions(refresh);
+      clearTimeout(timer);
       timer = setTimeout(refresh, LIST_REFRESH_MS);
     };
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') refresh();
+    });
     refresh();
   }
 
@@ -123,6 +128,11 @@
       return;
     }
     const sessions = Array.isArray(body) ? body : (body && Array.isArray(body.sessions) ? body.sessions : []);
+    // The list is drawn again on every refresh: keep the keyboard focus on
+    // the same session's link or button.
+    const focused = document.activeElement && list.contains(document.activeElement)
+      ? { project: document.activeElement.closest('li').dataset.project, close: document.activeElement.classList.contains('close') }
+      : null;
     list.replaceChildren();
     if (sessions.length === 0) {
       say(message, 'No sessions yet. Open a project above to start one.');
@@ -133,6 +143,11 @@
       .filter((s) => s && typeof s.output_project_id === 'string')
       .sort((a, b) => a.output_project_id.localeCompare(b.output_project_id))
       .forEach((s) => list.append(sessionItem(s, refresh)));
+    if (focused) {
+      const item = Array.from(list.children).find((li) => li.dataset.project === focused.project);
+      const target = item && (focused.close ? item.querySelector('.close') : item.querySelector('a'));
+      if (target) target.focus();
+    }
   }
 
   function sessionItem(s, refresh) {
@@ -1071,8 +1086,10 @@
     // A row of keys a phone's keyboard lacks, shown only on touch screens.
     function setUpExtraKeys() {
       const row = $('keys');
+      // A laptop with a touch screen also has a keyboard: no row there.
       const touch = window.matchMedia('(pointer: coarse)').matches ||
-        (navigator.maxTouchPoints || 0) > 0 || 'ontouchstart' in window;
+        (((navigator.maxTouchPoints || 0) > 0 || 'ontouchstart' in window) &&
+         !window.matchMedia('(any-pointer: fine)').matches);
       if (!touch) return;
       row.hidden = false;
       // pointerdown's default would take the focus from the terminal and
