@@ -3,8 +3,8 @@ server: an overlay that says why the page is disconnected and when it tries agai
 that stops typing when the server refuses this user's input; the chooser's live list of
 sessions with a close button; and a row of extra keys on touch screens.
 
-Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-phone.png and
-docs/screenshot-chooser.png.
+Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-phone.png,
+docs/screenshot-chooser.png and docs/screenshot-overlay.png.
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def test_overlay_says_why_and_when_and_goes_once_connected(
         5000,
         "the countdown to change",
     )
+
+    if directory := os.environ.get("WXCODE_PTY_SCREENSHOT_DIR"):
+        term.page.screenshot(path=str(Path(directory) / "screenshot-overlay.png"))
 
     # "reconnect now", and the browser's wake-up events, try at once.
     _tries_at_once(term, "() => document.getElementById('ov-reconnect').click()")
