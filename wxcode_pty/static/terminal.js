@@ -31,6 +31,19 @@
   const FONT_SIZE_MIN = 8;
   const FONT_SIZE_MAX = 32;
   const WAITING_MARK = '\u25cf ';          // "● " before the tab title
+  // How often the chooser asks for the sessions again while it is open.
+  const LIST_REFRESH_MS = 3000;
+  // What the extra keys of a touch screen send.
+  const EXTRA_KEYS = {
+    esc: '\x1b',
+    tab: '\t',
+    left: '\x1b[D',
+    up: '\x1b[A',
+    down: '\x1b[B',
+    right: '\x1b[C',
+    backtab: '\x1b[Z',
+    'ctrl-c': '\x03',
+  };
 
   const EMPTY = new Uint8Array(0);
   const encoder = new TextEncoder();
@@ -75,10 +88,21 @@
     });
     input.addEventListener('input', () => say(message, ''));
     input.focus();
-    loadSessions();
+    let timer = null;
+    const refresh = async () => {
+      clearTimeout(timer);
+      // A hidden tab does not ask; it asks again as soon as it is shown.
+      if (document.visibilityState !== 'hidden') await loadSessions(refresh);
+      clearTimeout(timer);
+      timer = setTimeout(refresh, LIST_REFRESH_MS);
+    };
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') refresh();
+    });
+    refresh();
   }
 
-  async function loadSessions() {
+  async function loadSessions(refresh) {
     const message = $('list-message');
     const list = $('session-list');
     let response;
@@ -104,6 +128,11 @@
       return;
     }
     const sessions = Array.isArray(body) ? body : (body && Array.isArray(body.sessions) ? body.sessions : []);
+    // The list is drawn again on every refresh: keep the keyboard focus on
+    // the same session's link or button.
+    const focused = document.activeElement && list.contains(document.activeElement)
+      ? { project: document.activeElement.closest('li').dataset.project, close: document.activeElement.classList.contains('close') }
+      : null;
     list.replaceChildren();
     if (sessions.length === 0) {
       say(message, 'No sessions yet. Open a project above to start one.');
@@ -113,21 +142,32 @@
     sessions
       .filter((s) => s && typeof s.output_project_id === 'string')
       .sort((a, b) => a.output_project_id.localeCompare(b.output_project_id))
-      .forEach((s) => list.append(sessionItem(s)));
+      .forEach((s) => list.append(sessionItem(s, refresh)));
+    if (focused) {
+      const item = Array.from(list.children).find((li) => li.dataset.project === focused.project);
+      const target = item && (focused.close ? item.querySelector('.close') : item.querySelector('a'));
+      if (target) target.focus();
+    }
   }
 
-  function sessionItem(s) {
+  function sessionItem(s, refresh) {
     // Built with textContent only: nothing from the server is parsed as HTML.
     const li = document.createElement('li');
     const link = document.createElement('a');
     link.href = '?project=' + encodeURIComponent(s.output_project_id);
     link.textContent = s.output_project_id;
     li.append(link);
+    li.dataset.project = s.output_project_id;
     const status = span(s.status || 'unknown', 'meta status-' + String(s.status || 'unknown'));
     li.append(status);
     const clients = Number(s.clients);
     if (Number.isFinite(clients)) {
       li.append(span(clients === 1 ? '1 client' : clients + ' clients', 'meta'));
+    }
+    if (s.claude_state) {
+      const claude = span('claude ' + String(s.claude_state), 'meta claude-state claude-' + String(s.claude_state));
+      if (s.claude_state_detail) claude.title = String(s.claude_state_detail);
+      li.append(claude);
     }
     if (s.claude_session_id) {
       const claude = span('claude ' + String(s.claude_session_id).slice(0, 8), 'meta');
@@ -135,8 +175,34 @@
       li.append(claude);
     }
     const when = formatTime(s.last_activity);
-    if (when) li.append(span('active ' + when, 'meta'));
+    if (when) li.append(span('active ' + when, 'meta activity'));
+    if (s.status === 'running') {
+      const close = document.createElement('button');
+      close.type = 'button';
+      close.className = 'close';
+      close.textContent = 'close';
+      close.title = 'End the program of ' + s.output_project_id;
+      close.addEventListener('click', () => closeSession(s.output_project_id, refresh));
+      li.append(close);
+    }
     return li;
+  }
+
+  async function closeSession(id, refresh) {
+    const message = $('list-message');
+    if (!window.confirm('Close the session of "' + id + '"? Its program is ended.')) return;
+    let response;
+    try {
+      response = await fetch('api/sessions/' + encodeURIComponent(id), { method: 'DELETE', cache: 'no-store' });
+    } catch (err) {
+      say(message, 'Could not reach the server: ' + err.message, 'bad');
+      return;
+    }
+    if (!response.ok) {
+      say(message, 'Could not close ' + id + ': ' + (await errorText(response)), 'bad');
+      return;
+    }
+    refresh();
   }
 
   function span(text, className) {
@@ -191,6 +257,14 @@
       size: $('st-size'),
       sizeText: $('st-size-text'),
       sizeUse: $('st-size-use'),
+      readOnly: $('st-readonly'),
+    };
+    const overlay = {
+      box: $('overlay'),
+      title: $('ov-title'),
+      why: $('ov-why'),
+      next: $('ov-next'),
+      button: $('ov-reconnect'),
     };
     $('term-area').hidden = false;
     $('status').hidden = false;
@@ -270,6 +344,12 @@
     let turnStart = null;      // "since" of the turn Claude is in, if any
     let workTimer = null;      // refreshes the state's duration
     let shown = null;          // the notification on screen, if any
+    // Why the page is disconnected, in words, for the overlay: how the last
+    // open connection ended, then whether the server can be reached.
+    let lostWhy = '';
+    let unreachable = false;
+    let readOnly = false;      // the server refuses this user's input
+    const mods = { ctrl: false, alt: false };   // sticky modifiers of the extra keys
 
     // Replayed bytes can contain terminal queries (cursor position, device
     // attributes, colours...). xterm.js answers them through onData as if the
@@ -309,7 +389,25 @@
       term.focus();
     });
     container.addEventListener('click', () => { if (stopped || retryTimer) userReconnect(); });
-    window.addEventListener('online', () => { if (retryTimer) userReconnect(); });
+    overlay.button.addEventListener('click', () => userReconnect());
+    // Waking up (a tab shown again, the network back, a page restored from
+    // the back-forward cache) is when a connection is most likely wanted and
+    // most likely gone: try at once instead of waiting for the backoff.
+    const wake = (event) => {
+      if (retryTimer) {
+        userReconnect();
+      } else if (event && event.type === 'pageshow' && event.persisted && !stopped &&
+                 (!conn || conn.ws.readyState !== WebSocket.OPEN)) {
+        userReconnect();
+      }
+    };
+    window.addEventListener('online', wake);
+    window.addEventListener('pageshow', wake);
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') wake();
+    });
+    setUpExtraKeys();
+    setUpTouchScroll();
 
     // ------------------------------------------------ addons and tools
 
@@ -575,6 +673,11 @@
 
     function handleInput(bytes, text) {
       if (muted) return;
+      if (readOnly) return;      // the server would refuse it: do not pretend to type
+      if ((mods.ctrl || mods.alt) && text) {
+        text = applyModifiers(text);
+        bytes = encoder.encode(text);
+      }
       if (stopped || retryTimer) {
         // While disconnected, Enter means "connect again"; other keys have
         // nowhere to go.
@@ -668,6 +771,7 @@
       };
       conn = c;
       setPtySize(null);
+      if (!overlay.box.hidden) overlay.next.textContent = 'trying now…';
       setState('connecting', since === null ? 'connecting' : 'reconnecting', 'warn');
 
       ws.onopen = () => {
@@ -736,6 +840,9 @@
           st.offset = msg.offset;
           unmuteAfterPendingWrites();
           attempt = 0;
+          lostWhy = '';
+          unreachable = false;
+          showOverlay(null);
           setState('connected', 'connected', 'good');
           break;
         case 'size':
@@ -754,6 +861,10 @@
           setState('exited', c.exited, msg.code === 0 ? 'good' : 'bad');
           break;
         case 'error':
+          if (msg.code === 'forbidden' && msg.message === 'input is not allowed') {
+            setReadOnly();
+            break;
+          }
           notice(errorMessage(msg));
           break;
         default:
@@ -768,6 +879,12 @@
       setPtySize(null);
       if (c.replaying) abandonReplay();
       const reason = event.reason ? ': ' + event.reason : '';
+      if (c.opened) {
+        lostWhy = 'The server closed the connection (' + event.code +
+          (event.reason ? ' "' + event.reason + '"' : '') + ').';
+        if (event.code === 1006) lostWhy = 'The connection to the server was lost.';
+        unreachable = false;
+      }
 
       if (c.exited) {
         // The program ended; starting it again is the user's decision.
@@ -830,6 +947,7 @@
       neverOpened += 1;
       const status = await authStatus();
       if (conn !== c || stopped) return;   // the user reconnected meanwhile
+      unreachable = status === 0;
       if (status === false) {
         stop(NOT_AUTHORISED, 'refused', 'Retry', true);
         return;
@@ -849,6 +967,7 @@
       const tick = () => {
         const secs = Math.max(1, Math.ceil((due - Date.now()) / 1000));
         setState('reconnecting', 'reconnecting in ' + secs + 's', 'warn');
+        showOverlay('next try in ' + secs + ' s');
       };
       clearRetry();
       tick();
@@ -871,6 +990,128 @@
       resumeOnRestart = Boolean(resumable);
       setState(status || 'stopped', text, status === 'exited' ? 'warn' : 'bad');
       showAction(actionLabel || 'Reconnect');
+      // An exit leaves the program's last screen in view; the bar says it.
+      if (status !== 'exited') showOverlay('', text);
+      else showOverlay(null);
+    }
+
+    // next: the countdown line, '' for none, null to hide the overlay.
+    // why: overrides the reason (a refusal the page cannot retry past).
+    function showOverlay(next, why) {
+      if (next === null) {
+        overlay.box.hidden = true;
+        return;
+      }
+      const words = [];
+      if (why) {
+        words.push(why);
+      } else {
+        if (lostWhy) words.push(lostWhy);
+        if (unreachable || !lostWhy) words.push('The server cannot be reached.');
+      }
+      overlay.title.textContent = stopped ? 'Not connected' : 'Disconnected';
+      overlay.why.textContent = words.join(' ');
+      overlay.next.textContent = next;
+      overlay.box.hidden = false;
+    }
+
+    function setReadOnly() {
+      if (readOnly) return;
+      readOnly = true;
+      bar.readOnly.hidden = false;
+      term.options.disableStdin = true;
+      notice('this server does not accept your keystrokes here: you can watch, not type');
+    }
+
+    // Sticky Ctrl sends the next key as its control character; sticky Alt
+    // puts ESC before it (what a terminal's "meta sends escape" does).
+    function applyModifiers(text) {
+      let out = text;
+      if (mods.ctrl && out.length === 1) {
+        const code = out.toUpperCase().charCodeAt(0);
+        if (code >= 0x40 && code <= 0x5f) out = String.fromCharCode(code - 0x40);
+        else if (out === ' ' || out === '2') out = '\x00';
+        else if (out === '?') out = '\x7f';
+      }
+      if (mods.alt) out = '\x1b' + out;
+      setModifier('ctrl', false);
+      setModifier('alt', false);
+      return out;
+    }
+
+    function setModifier(name, on) {
+      mods[name] = on;
+      const button = document.querySelector('#keys [data-key="' + name + '"]');
+      if (button) button.setAttribute('aria-pressed', on ? 'true' : 'false');
+    }
+
+    // A finger dragged over the terminal scrolls its history. xterm.js 6.0.0
+    // lost its own touch scrolling (xterm.js issue 5489, fixed upstream by
+    // pull request 5685): remove this when the vendored xterm.js has the fix,
+    // or both would scroll. A drag starts after 10 px so a tap still focuses
+    // the terminal (and opens the on-screen keyboard).
+    function setUpTouchScroll() {
+      let startY = null;
+      let lastY = 0;
+      let rest = 0;
+      let dragging = false;
+      container.addEventListener('touchstart', (event) => {
+        startY = event.touches.length === 1 ? event.touches[0].clientY : null;
+        lastY = startY;
+        rest = 0;
+        dragging = false;
+      }, { passive: true });
+      container.addEventListener('touchmove', (event) => {
+        if (startY === null || event.touches.length !== 1) return;
+        const y = event.touches[0].clientY;
+        if (!dragging && Math.abs(y - startY) < 10) return;
+        dragging = true;
+        // No pull-to-refresh or page scroll while the terminal scrolls.
+        event.preventDefault();
+        rest += lastY - y;
+        lastY = y;
+        const screen = container.querySelector('.xterm-screen');
+        const cell = screen && term.rows ? screen.clientHeight / term.rows : 17;
+        const lines = Math.trunc(rest / cell);
+        if (lines !== 0) {
+          term.scrollLines(lines);
+          rest -= lines * cell;
+        }
+      }, { passive: false });
+      const end = () => { startY = null; dragging = false; };
+      container.addEventListener('touchend', end);
+      container.addEventListener('touchcancel', end);
+    }
+
+    // A row of keys a phone's keyboard lacks, shown only on touch screens.
+    function setUpExtraKeys() {
+      const row = $('keys');
+      // A laptop with a touch screen also has a keyboard: no row there.
+      const touch = window.matchMedia('(pointer: coarse)').matches ||
+        (((navigator.maxTouchPoints || 0) > 0 || 'ontouchstart' in window) &&
+         !window.matchMedia('(any-pointer: fine)').matches);
+      if (!touch) return;
+      row.hidden = false;
+      // pointerdown's default would take the focus from the terminal and
+      // close the on-screen keyboard.
+      row.addEventListener('pointerdown', (event) => event.preventDefault());
+      row.addEventListener('mousedown', (event) => event.preventDefault());
+      row.addEventListener('click', (event) => {
+        const button = event.target.closest('button[data-key]');
+        if (!button) return;
+        const key = button.dataset.key;
+        if (key === 'ctrl' || key === 'alt') {
+          setModifier(key, !mods[key]);
+        } else if (EXTRA_KEYS[key] !== undefined) {
+          // Ctrl and Alt apply to typed keys; with a key of this row Alt
+          // still means an ESC before it.
+          const text = (mods.alt ? '\x1b' : '') + EXTRA_KEYS[key];
+          setModifier('ctrl', false);
+          setModifier('alt', false);
+          handleInput(encoder.encode(text), '');
+        }
+        term.focus();
+      });
     }
 
     function userReconnect() {
