@@ -1,0 +1,911 @@
+// The terminal of one project: xterm.js attached to the plugin's WebSocket.
+
+import {
+  PROTOCOL, PROJECT_RE, PROJECT_RULE, NOT_AUTHORISED, RESIZE_DEBOUNCE_MS, PING_INTERVAL_MS, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, MAX_INPUT_FRAME, SIZE_ANSWER_MS, NOTIFY_TURN_SECONDS, FONT_SIZE_KEY, FONT_SIZE_DEFAULT, FONT_SIZE_MIN, FONT_SIZE_MAX, WAITING_MARK, LIST_REFRESH_MS, EXTRA_KEYS, EMPTY, encoder, $,
+} from './constants.js';
+import { storedFontSize, formatDuration, exitText, errorMessage } from './util.js';
+
+export function startTerminal(projectId) {
+  const container = $('terminal');
+  const bar = {
+    work: $('st-work'),
+    notify: $('st-notify'),
+    find: $('st-find'),
+    fontDown: $('st-font-down'),
+    fontUp: $('st-font-up'),
+    state: $('st-state'),
+    project: $('st-project'),
+    claude: $('st-claude'),
+    notice: $('st-notice'),
+    action: $('st-action'),
+    size: $('st-size'),
+    sizeText: $('st-size-text'),
+    sizeUse: $('st-size-use'),
+    readOnly: $('st-readonly'),
+  };
+  const overlay = {
+    box: $('overlay'),
+    title: $('ov-title'),
+    why: $('ov-why'),
+    next: $('ov-next'),
+    button: $('ov-reconnect'),
+  };
+  $('term-area').hidden = false;
+  $('status').hidden = false;
+  bar.project.textContent = 'project ' + projectId;
+  bar.project.title = projectId;
+
+  const term = new window.Terminal({
+    cursorBlink: true,
+    fontFamily: getComputedStyle(document.documentElement).getPropertyValue('--mono').replace(/\s+/g, ' ').trim() || 'monospace',
+    fontSize: storedFontSize(),
+    scrollback: 5000,
+    // The unicode11 addon and the search addon's match highlights use
+    // parts of the API that xterm.js still calls proposed.
+    allowProposedApi: true,
+    // xterm's default ANSI colours are dim on a dark background (blue
+    // especially); these keep every colour readable against it.
+    theme: {
+      background: '#1a1b1e',
+      foreground: '#d8dadf',
+      cursor: '#d8dadf',
+      cursorAccent: '#1a1b1e',
+      selectionBackground: '#44506a',
+      black: '#4b5059',
+      red: '#f07178',
+      green: '#9ccc65',
+      yellow: '#e5c07b',
+      blue: '#6cb6ff',
+      magenta: '#d59cf0',
+      cyan: '#56d4dd',
+      white: '#d8dadf',
+      brightBlack: '#80868f',
+      brightRed: '#ff8f95',
+      brightGreen: '#b5e48c',
+      brightYellow: '#f5d78e',
+      brightBlue: '#91c8ff',
+      brightMagenta: '#e6b3ff',
+      brightCyan: '#85e9ef',
+      brightWhite: '#ffffff',
+    },
+  });
+  const fit = new window.FitAddon.FitAddon();
+  term.loadAddon(fit);
+  term.open(container);
+  fitNow();
+
+  // What the page knows about the stream. offset/sessionId survive
+  // reconnects; they are what lets a reconnect ask only for missed bytes.
+  const st = {
+    status: 'connecting',
+    offset: null,
+    sessionId: null,
+    claudeSessionId: null,
+    // The PTY's size as the server last said ({cols, rows}), null while
+    // not connected. The most recently active client's size applies, so it
+    // can differ from this page's own terminal.
+    ptySize: null,
+    // Claude's state ({state, detail, since}) as the server last said;
+    // null for a program that is not Claude.
+    claudeState: null,
+  };
+  window.wxcodePty = { term, state: () => Object.assign({}, st) };
+
+  let conn = null;           // the live connection, see connect()
+  let stopped = false;       // no automatic reconnect until the user asks
+  // After an exit, a restart must not resume: offsets of the ended run mean
+  // nothing to the next one, and a fresh attach is what starts the program.
+  let resumeOnRestart = true;
+  let attempt = 0;           // consecutive failed connections, for backoff
+  let neverOpened = 0;       // consecutive connections refused at the handshake
+  let retryTimer = null;
+  let countdownTimer = null;
+  let pingTimer = null;
+  let pingId = 0;
+  let sizeSentAt = -Infinity;
+  let sizeTimer = null;
+  let programTitle = '';     // the program's title (OSC 0/2)
+  let turnStart = null;      // "since" of the turn Claude is in, if any
+  let workTimer = null;      // refreshes the state's duration
+  let shown = null;          // the notification on screen, if any
+  // Why the page is disconnected, in words, for the overlay: how the last
+  // open connection ended, then whether the server can be reached.
+  let lostWhy = '';
+  let unreachable = false;
+  let readOnly = false;      // the server refuses this user's input
+  const mods = { ctrl: false, alt: false };   // sticky modifiers of the extra keys
+
+  // Replayed bytes can contain terminal queries (cursor position, device
+  // attributes, colours...). xterm.js answers them through onData as if the
+  // user typed, and those answers must never reach the program. xterm parses
+  // writes asynchronously, so the answers can come after "replayed" arrives:
+  // input stays muted until everything written so far has been parsed.
+  // The generation number keeps a stale unmute from an earlier connection
+  // from ending a newer replay's mute.
+  let muted = false;
+  let muteGen = 0;
+  const mute = () => { muteGen += 1; muted = true; };
+  const unmuteAfterPendingWrites = () => {
+    const gen = muteGen;
+    term.write(EMPTY, () => { if (gen === muteGen) muted = false; });
+  };
+
+  term.onData((data) => handleInput(encoder.encode(data), data));
+  // onBinary carries bytes as a string of code points 0-255 (mouse reports).
+  term.onBinary((data) => handleInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff), ''));
+  term.onResize(() => sendSize());
+  term.onTitleChange((title) => {
+    programTitle = title;
+    updateTitle();
+  });
+
+  // ResizeObserver also catches the status bar changing height, which a
+  // window resize listener would miss.
+  let resizeTimer = null;
+  new ResizeObserver(() => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(fitNow, RESIZE_DEBOUNCE_MS);
+  }).observe(container);
+
+  bar.action.addEventListener('click', () => userReconnect());
+  bar.sizeUse.addEventListener('click', () => {
+    sendSize();
+    term.focus();
+  });
+  container.addEventListener('click', () => { if (stopped || retryTimer) userReconnect(); });
+  overlay.button.addEventListener('click', () => userReconnect());
+  // Waking up (a tab shown again, the network back, a page restored from
+  // the back-forward cache) is when a connection is most likely wanted and
+  // most likely gone: try at once instead of waiting for the backoff.
+  const wake = (event) => {
+    if (retryTimer) {
+      userReconnect();
+    } else if (event && event.type === 'pageshow' && event.persisted && !stopped &&
+               (!conn || conn.ws.readyState !== WebSocket.OPEN)) {
+      userReconnect();
+    }
+  };
+  window.addEventListener('online', wake);
+  window.addEventListener('pageshow', wake);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') wake();
+  });
+  setUpExtraKeys();
+  setUpTouchScroll();
+
+  // ------------------------------------------------ addons and tools
+
+  // Links: a URL the program prints opens in a new tab, which gets neither
+  // a handle on this page (noopener) nor its address (noreferrer).
+  term.loadAddon(new window.WebLinksAddon.WebLinksAddon((event, uri) => {
+    window.open(uri, '_blank', 'noopener,noreferrer');
+  }));
+
+  // Emoji and East Asian wide characters take the cells Claude and other
+  // modern programs expect them to.
+  term.loadAddon(new window.Unicode11Addon.Unicode11Addon());
+  term.unicode.activeVersion = '11';
+
+  // OSC 52: a program may put text on the clipboard (Claude's /copy, vim,
+  // tmux over ssh), but never read it: what the user copied elsewhere is
+  // not the program's to see, so a read gets an empty answer.
+  term.loadAddon(new window.ClipboardAddon.ClipboardAddon(undefined, {
+    readText: () => Promise.resolve(''),
+    writeText: (selection, text) => {
+      // A replay holds old copies: drawing it again must not overwrite
+      // what the user has on the clipboard now.
+      if (muted) return Promise.resolve();
+      if (!navigator.clipboard) {
+        notice('the program copied text, but the clipboard needs a secure (https) page');
+        return Promise.resolve();
+      }
+      return navigator.clipboard.writeText(text).catch(() => {
+        notice('the program copied text, but the browser refused the clipboard');
+      });
+    },
+  }));
+
+  const search = setUpSearch();
+  window.wxcodePty.search = search;
+
+  // Font size: remembered per browser, applied to every project.
+  bar.fontDown.addEventListener('click', () => setFontSize(term.options.fontSize - 1));
+  bar.fontUp.addEventListener('click', () => setFontSize(term.options.fontSize + 1));
+  showFontButtons();
+
+  // Notifications are asked for only when the user clicks "notify me".
+  bar.notify.addEventListener('click', () => {
+    Promise.resolve(window.Notification.requestPermission())
+      .catch(() => undefined)
+      .then(() => { showNotifyButton(); term.focus(); });
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && shown) {
+      shown.close();
+      shown = null;
+    }
+  });
+
+  connect(false);
+  term.focus();
+  updateTitle();
+
+  function setFontSize(size) {
+    const next = Math.min(FONT_SIZE_MAX, Math.max(FONT_SIZE_MIN, Math.round(size)));
+    if (next !== term.options.fontSize) {
+      term.options.fontSize = next;
+      try { localStorage.setItem(FONT_SIZE_KEY, String(next)); } catch (err) { /* storage off */ }
+      // Fewer or more cells fit now; fitting resizes the PTY too.
+      fitNow();
+    }
+    showFontButtons();
+    term.focus();
+  }
+
+  function showFontButtons() {
+    bar.fontDown.disabled = term.options.fontSize <= FONT_SIZE_MIN;
+    bar.fontUp.disabled = term.options.fontSize >= FONT_SIZE_MAX;
+    bar.fontDown.title = 'Smaller text (now ' + term.options.fontSize + ' px)';
+    bar.fontUp.title = 'Bigger text (now ' + term.options.fontSize + ' px)';
+  }
+
+  // Find in the terminal (scrollback included): Ctrl+Shift+F or the "find"
+  // button. Ctrl+F stays the program's (it moves the cursor in shells).
+  function setUpSearch() {
+    const addon = new window.SearchAddon.SearchAddon();
+    term.loadAddon(addon);
+    const box = {
+      form: $('search'),
+      text: $('search-text'),
+      matchCase: $('search-case'),
+      prev: $('search-prev'),
+      count: $('search-count'),
+      close: $('search-close'),
+    };
+    const decorations = {
+      matchBackground: '#4d4326',
+      matchOverviewRuler: '#e5c07b',
+      activeMatchBackground: '#9a7b1c',
+      activeMatchColorOverviewRuler: '#ffd27a',
+    };
+    const options = (incremental) => ({
+      caseSensitive: box.matchCase.getAttribute('aria-pressed') === 'true',
+      incremental,
+      decorations,
+    });
+    const find = (forward, incremental) => {
+      const text = box.text.value;
+      if (!text) {
+        addon.clearDecorations();
+        term.clearSelection();
+        box.count.textContent = '';
+        delete box.form.dataset.found;
+        return;
+      }
+      const found = forward ? addon.findNext(text, options(incremental)) : addon.findPrevious(text, options(false));
+      box.form.dataset.found = found ? 'yes' : 'none';
+      if (!found) box.count.textContent = 'no matches';
+    };
+    addon.onDidChangeResults(({ resultIndex, resultCount }) => {
+      if (resultCount === 0) box.count.textContent = box.text.value ? 'no matches' : '';
+      else if (resultIndex < 0) box.count.textContent = resultCount + ' matches';
+      else box.count.textContent = (resultIndex + 1) + ' of ' + resultCount;
+    });
+    const open = () => {
+      box.form.hidden = false;
+      box.text.focus();
+      box.text.select();
+      if (box.text.value) find(true, true);
+    };
+    const close = () => {
+      box.form.hidden = true;
+      addon.clearDecorations();
+      term.clearSelection();
+      term.focus();
+    };
+    const isFindKey = (e) => e.ctrlKey && e.shiftKey && !e.altKey && !e.metaKey &&
+      (e.code === 'KeyF' || e.key === 'F' || e.key === 'f');
+    term.attachCustomKeyEventHandler((e) => {
+      if (!isFindKey(e)) return true;
+      if (e.type === 'keydown') {
+        e.preventDefault();
+        open();
+      }
+      return false;   // the key is the page's, not the program's
+    });
+    box.form.addEventListener('submit', (e) => { e.preventDefault(); find(true, false); });
+    box.form.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        close();
+      } else if (e.key === 'Enter' && e.shiftKey) {
+        e.preventDefault();
+        find(false, false);
+      } else if (isFindKey(e)) {
+        e.preventDefault();
+        box.text.select();
+      }
+    });
+    box.text.addEventListener('input', () => find(true, true));
+    box.matchCase.addEventListener('click', () => {
+      const on = box.matchCase.getAttribute('aria-pressed') !== 'true';
+      box.matchCase.setAttribute('aria-pressed', String(on));
+      find(true, true);
+    });
+    box.prev.addEventListener('click', () => find(false, false));
+    box.close.addEventListener('click', close);
+    bar.find.addEventListener('click', () => (box.form.hidden ? open() : close()));
+    return { addon, open, close, find: (text, forward = true) => { box.text.value = text; find(forward, false); } };
+  }
+
+  // --------------------------------------------------- Claude's state
+
+  function setClaudeState(msg) {
+    const prev = st.claudeState;
+    const now = {
+      state: String(msg.state || 'unknown'),
+      detail: typeof msg.detail === 'string' && msg.detail ? msg.detail : null,
+      since: Number(msg.since),
+    };
+    st.claudeState = now;
+    if (now.state === 'working' && turnStart === null) turnStart = now.since;
+    const turn = now.state === 'ready' && turnStart !== null ? now.since - turnStart : null;
+    if (now.state === 'ready' || now.state === 'starting') turnStart = null;
+    showWork();
+    updateTitle();
+    showNotifyButton();
+    if (prev !== null) notifyChange(prev, now, turn);
+  }
+
+  function clearClaudeState() {
+    st.claudeState = null;
+    turnStart = null;
+    showWork();
+    updateTitle();
+    showNotifyButton();
+  }
+
+  // "Claude working · 12s": the state and how long it has lasted, from the
+  // server's "since" (a clock ahead of this one reads as 0s, never less).
+  function showWork() {
+    clearTimeout(workTimer);
+    workTimer = null;
+    const c = st.claudeState;
+    bar.work.hidden = c === null;
+    if (c === null) return;
+    const text = c.state + (c.state === 'waiting' && c.detail ? ': ' + c.detail : '');
+    let took = '';
+    if (Number.isFinite(c.since)) {
+      took = ' · ' + formatDuration(Date.now() / 1000 - c.since);
+      workTimer = setTimeout(showWork, 1000);
+    }
+    bar.work.textContent = 'Claude ' + text + took;
+    bar.work.title = 'Claude ' + text +
+      (Number.isFinite(c.since) ? ' since ' + new Date(c.since * 1000).toLocaleTimeString() : '');
+    bar.work.dataset.state = c.state;
+  }
+
+  // The tab says when Claude waits for the user ("● "), and otherwise
+  // follows the program's own title and the project.
+  function updateTitle() {
+    const c = st.claudeState;
+    const mark = c !== null && c.state === 'waiting' ? WAITING_MARK : '';
+    document.title = mark + (programTitle ? programTitle + ' · ' : '') + projectId + ' · wxcode-pty';
+  }
+
+  function showNotifyButton() {
+    bar.notify.hidden = !(typeof window.Notification === 'function' &&
+      st.claudeState !== null && window.Notification.permission === 'default');
+  }
+
+  // A notification when the tab is hidden and Claude needs the user, or
+  // finished a turn long enough that the user has likely looked away.
+  function notifyChange(prev, now, turn) {
+    if (document.visibilityState !== 'hidden') return;
+    if (typeof window.Notification !== 'function' || window.Notification.permission !== 'granted') return;
+    let body = null;
+    if (now.state === 'waiting' && (prev.state !== 'waiting' || prev.since !== now.since)) {
+      body = now.detail || 'Claude needs you';
+    } else if (now.state === 'ready' && prev.state !== 'ready' && turn !== null &&
+               turn >= NOTIFY_TURN_SECONDS) {
+      body = 'Claude finished (' + formatDuration(turn) + ')';
+    }
+    if (body === null) return;
+    try {
+      const n = new window.Notification(projectId + ' · wxcode-pty', {
+        body,
+        tag: 'wxcode-pty:' + projectId,
+        icon: 'static/favicon.svg',
+      });
+      n.onclick = () => {
+        window.focus();
+        n.close();
+        term.focus();
+      };
+      if (shown) shown.close();
+      shown = n;
+    } catch (err) {
+      // Some browsers (Chrome on Android) only notify from a service worker.
+    }
+  }
+
+  function fitNow() {
+    // Fitting can fail before the renderer has measured a cell (e.g. while
+    // the page is hidden); the next resize tries again.
+    try { fit.fit(); } catch (err) { /* try again on the next resize */ }
+  }
+
+  function handleInput(bytes, text) {
+    if (muted) return;
+    if (readOnly) return;      // the server would refuse it: do not pretend to type
+    if ((mods.ctrl || mods.alt) && text) {
+      text = applyModifiers(text);
+      bytes = encoder.encode(text);
+    }
+    if (stopped || retryTimer) {
+      // While disconnected, Enter means "connect again"; other keys have
+      // nowhere to go.
+      if (text.includes('\r')) userReconnect();
+      return;
+    }
+    if (!conn || conn.ws.readyState !== WebSocket.OPEN) return;
+    for (let i = 0; i < bytes.length; i += MAX_INPUT_FRAME) {
+      conn.ws.send(bytes.subarray(i, i + MAX_INPUT_FRAME));
+    }
+  }
+
+  // Part of a replay may be on screen, so the terminal no longer matches
+  // any offset: the next connection must replay everything from scratch.
+  function abandonReplay() {
+    st.offset = null;
+    unmuteAfterPendingWrites();
+  }
+
+  // Drop a connection without running its close handling.
+  function detach(c) {
+    c.ws.onopen = c.ws.onmessage = c.ws.onclose = null;
+    if (c.ws.readyState <= WebSocket.OPEN) c.ws.close(1000);
+    if (c.replaying) abandonReplay();
+    clearInterval(pingTimer);
+    pingTimer = null;
+    if (conn === c) conn = null;
+    setPtySize(null);
+  }
+
+  function send(text) {
+    if (conn && conn.ws.readyState === WebSocket.OPEN) conn.ws.send(text);
+  }
+
+  // Resizing makes this page the active client: the PTY takes its size.
+  function sendSize() {
+    if (!conn || conn.ws.readyState !== WebSocket.OPEN) return;
+    send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
+    sizeSentAt = Date.now();
+    showSize();
+  }
+
+  // When another tab or device is the active client, the program draws for
+  // its size, not this page's: say so, and offer to take the size back.
+  function showSize() {
+    clearTimeout(sizeTimer);
+    sizeTimer = null;
+    const pty = st.ptySize;
+    const differs = pty !== null && (pty.cols !== term.cols || pty.rows !== term.rows);
+    const wait = sizeSentAt + SIZE_ANSWER_MS - Date.now();
+    if (differs && wait > 0) sizeTimer = setTimeout(showSize, wait);
+    bar.size.hidden = !(differs && wait <= 0);
+    if (bar.size.hidden) return;
+    bar.sizeText.textContent = 'the terminal is ' + pty.cols + '×' + pty.rows + ' for another tab';
+    bar.sizeUse.title = "Resize it to this tab's " + term.cols + '×' + term.rows;
+  }
+
+  function setPtySize(size) {
+    st.ptySize = size;
+    showSize();
+  }
+
+  // resume: ask for the bytes after the last offset seen (since=), in the
+  // same process run (session=). Without it the server replays its whole
+  // buffer, and starts the program if it is not running.
+  function connect(resume) {
+    clearRetry();
+    stopped = false;
+    const url = new URL('ws/' + encodeURIComponent(projectId), location.href);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    url.search = '';
+    url.hash = '';
+    url.searchParams.set('cols', String(term.cols));
+    url.searchParams.set('rows', String(term.rows));
+    const since = resume && st.offset !== null && st.sessionId ? st.offset : null;
+    if (since !== null) {
+      url.searchParams.set('since', String(since));
+      url.searchParams.set('session', st.sessionId);
+    }
+
+    const ws = new WebSocket(url.href);
+    ws.binaryType = 'arraybuffer';
+    const c = {
+      ws,
+      since,               // null when not resuming
+      opened: false,
+      live: false,         // true after "replayed": binary frames count toward offset
+      replaying: false,
+      exited: null,        // exit message text once "exit" arrived
+      sessionChanged: false,
+    };
+    conn = c;
+    setPtySize(null);
+    if (!overlay.box.hidden) overlay.next.textContent = 'trying now…';
+    setState('connecting', since === null ? 'connecting' : 'reconnecting', 'warn');
+
+    ws.onopen = () => {
+      if (conn !== c) return;
+      c.opened = true;
+      neverOpened = 0;
+      pingTimer = setInterval(() => {
+        pingId += 1;
+        send(JSON.stringify({ type: 'ping', id: pingId }));
+      }, PING_INTERVAL_MS);
+    };
+    ws.onmessage = (event) => {
+      if (conn !== c) return;
+      if (typeof event.data === 'string') {
+        let msg;
+        try { msg = JSON.parse(event.data); } catch (err) { return; }
+        if (msg && typeof msg === 'object') onControl(c, msg);
+        return;
+      }
+      const bytes = new Uint8Array(event.data);
+      term.write(bytes);
+      if (c.live && st.offset !== null) st.offset += bytes.byteLength;
+    };
+    ws.onclose = (event) => {
+      if (conn !== c) return;
+      onClose(c, event);
+    };
+  }
+
+  function onControl(c, msg) {
+    switch (msg.type) {
+      case 'hello': {
+        if (msg.protocol !== PROTOCOL) {
+          detach(c);
+          stop('the server speaks protocol ' + msg.protocol + ', this page speaks ' + PROTOCOL,
+            'refused', 'Retry', false);
+          return;
+        }
+        // Offsets restart with every process run: bytes from another run
+        // do not continue what the terminal shows.
+        c.sessionChanged = st.sessionId !== null && msg.session_id !== st.sessionId;
+        st.sessionId = msg.session_id;
+        setClaude(msg.claude_session_id);
+        // The server says Claude's state again after the replay.
+        clearClaudeState();
+        if (msg.resumed) notice('the program was started again and resumed its conversation');
+        setPtySize({ cols: msg.cols, rows: msg.rows });
+        // Attaching makes this the most recent client, whose size applies.
+        if (msg.cols !== term.cols || msg.rows !== term.rows) sendSize();
+        break;
+      }
+      case 'replay': {
+        c.replaying = true;
+        mute();
+        // Keep the screen only if these bytes continue exactly where it
+        // left off; otherwise draw the replay on a clean terminal. The
+        // reset is queued behind pending writes so it lands in order.
+        const continues = c.since !== null && !msg.truncated && !c.sessionChanged &&
+          msg.from === c.since;
+        if (!continues) term.write(EMPTY, () => term.reset());
+        break;
+      }
+      case 'replayed':
+        c.replaying = false;
+        c.live = true;
+        st.offset = msg.offset;
+        unmuteAfterPendingWrites();
+        attempt = 0;
+        lostWhy = '';
+        unreachable = false;
+        showOverlay(null);
+        setState('connected', 'connected', 'good');
+        break;
+      case 'size':
+        setPtySize({ cols: msg.cols, rows: msg.rows });
+        break;
+      case 'claude_state':
+        setClaudeState(msg);
+        break;
+      case 'claude_session':
+        setClaude(msg.claude_session_id);
+        if (msg.reason) notice(msg.reason);
+        break;
+      case 'exit':
+        c.exited = exitText(msg);
+        clearClaudeState();
+        setState('exited', c.exited, msg.code === 0 ? 'good' : 'bad');
+        break;
+      case 'error':
+        if (msg.code === 'forbidden' && msg.message === 'input is not allowed') {
+          setReadOnly();
+          break;
+        }
+        notice(errorMessage(msg));
+        break;
+      default:
+        // pong, and message types added by later servers: nothing to do.
+        break;
+    }
+  }
+
+  function onClose(c, event) {
+    clearInterval(pingTimer);
+    pingTimer = null;
+    setPtySize(null);
+    if (c.replaying) abandonReplay();
+    const reason = event.reason ? ': ' + event.reason : '';
+    if (c.opened) {
+      lostWhy = 'The server closed the connection (' + event.code +
+        (event.reason ? ' "' + event.reason + '"' : '') + ').';
+      if (event.code === 1006) lostWhy = 'The connection to the server was lost.';
+      unreachable = false;
+    }
+
+    if (c.exited) {
+      // The program ended; starting it again is the user's decision.
+      stop(c.exited + ' — press Enter or click to restart', 'exited', 'Restart', false);
+      return;
+    }
+    switch (event.code) {
+      case 1000:
+        stop('disconnected' + reason + ' — press Enter or click to reconnect', 'stopped', 'Reconnect', true);
+        return;
+      case 1008:
+        policyRefused(c, reason);
+        return;
+      case 4001:
+        // We fell behind; the missing bytes are still buffered.
+        notice('connection was too far behind; catching up');
+        connect(true);
+        return;
+      case 1009:
+        notice('message too large');
+        connect(true);
+        return;
+      case 1013:
+        notice('limit reached' + reason);
+        retry();
+        return;
+      default:
+        if (!c.opened) {
+          handshakeFailed(c);
+          return;
+        }
+        retry();
+    }
+  }
+
+  // A policy refusal can mean a missing token; say so in words the user
+  // can act on, rather than the server's short reason.
+  async function policyRefused(c, reason) {
+    stop('refused by the server' + (reason || ' (policy)'), 'refused', 'Retry', true);
+    if (await authStatus() === false && conn === c) {
+      stop(NOT_AUTHORISED, 'refused', 'Retry', true);
+    }
+  }
+
+  // false when the REST API says this user is not authorised, else the
+  // HTTP status (0 when the server could not be reached).
+  async function authStatus() {
+    try {
+      const response = await fetch('api/sessions/' + encodeURIComponent(projectId), { cache: 'no-store' });
+      return response.status === 401 || response.status === 403 ? false : response.status;
+    } catch (err) {
+      return 0;
+    }
+  }
+
+  // A refused handshake (bad token, foreign origin, server down) reaches the
+  // page only as close code 1006 with no reason. Ask the REST API, which
+  // gives real status codes, so a missing token does not retry forever.
+  async function handshakeFailed(c) {
+    neverOpened += 1;
+    const status = await authStatus();
+    if (conn !== c || stopped) return;   // the user reconnected meanwhile
+    unreachable = status === 0;
+    if (status === false) {
+      stop(NOT_AUTHORISED, 'refused', 'Retry', true);
+      return;
+    }
+    if (neverOpened >= 3 && status >= 200 && status < 500) {
+      notice('the server refuses the WebSocket (check its allowed origins and hosts)');
+    }
+    retry();
+  }
+
+  function retry() {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    attempt += 1;
+    // Jitter spreads the reconnects of many tabs after a server restart.
+    const delay = Math.round(base * (0.75 + Math.random() * 0.25));
+    const due = Date.now() + delay;
+    const tick = () => {
+      const secs = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+      setState('reconnecting', 'reconnecting in ' + secs + 's', 'warn');
+      showOverlay('next try in ' + secs + ' s');
+    };
+    clearRetry();
+    tick();
+    countdownTimer = setInterval(tick, 250);
+    retryTimer = setTimeout(() => connect(true), delay);
+    showAction('Reconnect now');
+  }
+
+  function clearRetry() {
+    clearTimeout(retryTimer);
+    clearInterval(countdownTimer);
+    retryTimer = null;
+    countdownTimer = null;
+    showAction(null);
+  }
+
+  function stop(text, status, actionLabel, resumable) {
+    clearRetry();
+    stopped = true;
+    resumeOnRestart = Boolean(resumable);
+    setState(status || 'stopped', text, status === 'exited' ? 'warn' : 'bad');
+    showAction(actionLabel || 'Reconnect');
+    // An exit leaves the program's last screen in view; the bar says it.
+    if (status !== 'exited') showOverlay('', text);
+    else showOverlay(null);
+  }
+
+  // next: the countdown line, '' for none, null to hide the overlay.
+  // why: overrides the reason (a refusal the page cannot retry past).
+  function showOverlay(next, why) {
+    if (next === null) {
+      overlay.box.hidden = true;
+      return;
+    }
+    const words = [];
+    if (why) {
+      words.push(why);
+    } else {
+      if (lostWhy) words.push(lostWhy);
+      if (unreachable || !lostWhy) words.push('The server cannot be reached.');
+    }
+    overlay.title.textContent = stopped ? 'Not connected' : 'Disconnected';
+    overlay.why.textContent = words.join(' ');
+    overlay.next.textContent = next;
+    overlay.box.hidden = false;
+  }
+
+  function setReadOnly() {
+    if (readOnly) return;
+    readOnly = true;
+    bar.readOnly.hidden = false;
+    term.options.disableStdin = true;
+    notice('this server does not accept your keystrokes here: you can watch, not type');
+  }
+
+  // Sticky Ctrl sends the next key as its control character; sticky Alt
+  // puts ESC before it (what a terminal's "meta sends escape" does).
+  function applyModifiers(text) {
+    let out = text;
+    if (mods.ctrl && out.length === 1) {
+      const code = out.toUpperCase().charCodeAt(0);
+      if (code >= 0x40 && code <= 0x5f) out = String.fromCharCode(code - 0x40);
+      else if (out === ' ' || out === '2') out = '\x00';
+      else if (out === '?') out = '\x7f';
+    }
+    if (mods.alt) out = '\x1b' + out;
+    setModifier('ctrl', false);
+    setModifier('alt', false);
+    return out;
+  }
+
+  function setModifier(name, on) {
+    mods[name] = on;
+    const button = document.querySelector('#keys [data-key="' + name + '"]');
+    if (button) button.setAttribute('aria-pressed', on ? 'true' : 'false');
+  }
+
+  // A finger dragged over the terminal scrolls its history. xterm.js 6.0.0
+  // lost its own touch scrolling (xterm.js issue 5489, fixed upstream by
+  // pull request 5685): remove this when the vendored xterm.js has the fix,
+  // or both would scroll. A drag starts after 10 px so a tap still focuses
+  // the terminal (and opens the on-screen keyboard).
+  function setUpTouchScroll() {
+    let startY = null;
+    let lastY = 0;
+    let rest = 0;
+    let dragging = false;
+    container.addEventListener('touchstart', (event) => {
+      startY = event.touches.length === 1 ? event.touches[0].clientY : null;
+      lastY = startY;
+      rest = 0;
+      dragging = false;
+    }, { passive: true });
+    container.addEventListener('touchmove', (event) => {
+      if (startY === null || event.touches.length !== 1) return;
+      const y = event.touches[0].clientY;
+      if (!dragging && Math.abs(y - startY) < 10) return;
+      dragging = true;
+      // No pull-to-refresh or page scroll while the terminal scrolls.
+      event.preventDefault();
+      rest += lastY - y;
+      lastY = y;
+      const screen = container.querySelector('.xterm-screen');
+      const cell = screen && term.rows ? screen.clientHeight / term.rows : 17;
+      const lines = Math.trunc(rest / cell);
+      if (lines !== 0) {
+        term.scrollLines(lines);
+        rest -= lines * cell;
+      }
+    }, { passive: false });
+    const end = () => { startY = null; dragging = false; };
+    container.addEventListener('touchend', end);
+    container.addEventListener('touchcancel', end);
+  }
+
+  // A row of keys a phone's keyboard lacks, shown only on touch screens.
+  function setUpExtraKeys() {
+    const row = $('keys');
+    // A laptop with a touch screen also has a keyboard: no row there.
+    const touch = window.matchMedia('(pointer: coarse)').matches ||
+      (((navigator.maxTouchPoints || 0) > 0 || 'ontouchstart' in window) &&
+       !window.matchMedia('(any-pointer: fine)').matches);
+    if (!touch) return;
+    row.hidden = false;
+    // pointerdown's default would take the focus from the terminal and
+    // close the on-screen keyboard.
+    row.addEventListener('pointerdown', (event) => event.preventDefault());
+    row.addEventListener('mousedown', (event) => event.preventDefault());
+    row.addEventListener('click', (event) => {
+      const button = event.target.closest('button[data-key]');
+      if (!button) return;
+      const key = button.dataset.key;
+      if (key === 'ctrl' || key === 'alt') {
+        setModifier(key, !mods[key]);
+      } else if (EXTRA_KEYS[key] !== undefined) {
+        // Ctrl and Alt apply to typed keys; with a key of this row Alt
+        // still means an ESC before it.
+        const text = (mods.alt ? '\x1b' : '') + EXTRA_KEYS[key];
+        setModifier('ctrl', false);
+        setModifier('alt', false);
+        handleInput(encoder.encode(text), '');
+      }
+      term.focus();
+    });
+  }
+
+  function userReconnect() {
+    const resume = retryTimer !== null || resumeOnRestart;
+    attempt = 0;
+    if (conn) detach(conn);
+    notice('');
+    connect(resume);
+    term.focus();
+  }
+
+  function setState(status, text, tone) {
+    st.status = status;
+    bar.state.textContent = text;
+    bar.state.dataset.tone = tone;
+  }
+
+  function setClaude(id) {
+    st.claudeSessionId = id || null;
+    bar.claude.textContent = id ? 'claude ' + id : '';
+    bar.claude.title = id || '';
+  }
+
+  function notice(text) {
+    bar.notice.textContent = text;
+    bar.notice.title = text;
+  }
+
+  function showAction(label) {
+    bar.action.hidden = !label;
+    if (label) bar.action.textContent = label;
+  }
+}
