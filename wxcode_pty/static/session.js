@@ -4,6 +4,7 @@ import {
   PROTOCOL, PROJECT_RE, PROJECT_RULE, NOT_AUTHORISED, RESIZE_DEBOUNCE_MS, PING_INTERVAL_MS, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, MAX_INPUT_FRAME, SIZE_ANSWER_MS, NOTIFY_TURN_SECONDS, FONT_SIZE_KEY, FONT_SIZE_DEFAULT, FONT_SIZE_MIN, FONT_SIZE_MAX, WAITING_MARK, LIST_REFRESH_MS, EXTRA_KEYS, EMPTY, encoder, $,
 } from './constants.js';
 import { formatDuration, exitText, errorMessage } from './util.js';
+import { renderOverlay, applyModifiers, setUpExtraKeys } from './chrome.js';
 import { createTerminal, loadAddons, setUpFontSize, setUpSearch, setUpTouchScroll } from './term.js';
 
 export function startTerminal(projectId) {
@@ -135,7 +136,7 @@ export function startTerminal(projectId) {
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') wake();
   });
-  setUpExtraKeys();
+  setUpExtraKeys(term, mods, handleInput);
   setUpTouchScroll(term, container);
 
   // ------------------------------------------------ addons and tools
@@ -266,7 +267,7 @@ export function startTerminal(projectId) {
     if (muted) return;
     if (readOnly) return;      // the server would refuse it: do not pretend to type
     if ((mods.ctrl || mods.alt) && text) {
-      text = applyModifiers(text);
+      text = applyModifiers(mods, text);
       bytes = encoder.encode(text);
     }
     if (stopped || retryTimer) {
@@ -589,21 +590,7 @@ export function startTerminal(projectId) {
   // next: the countdown line, '' for none, null to hide the overlay.
   // why: overrides the reason (a refusal the page cannot retry past).
   function showOverlay(next, why) {
-    if (next === null) {
-      overlay.box.hidden = true;
-      return;
-    }
-    const words = [];
-    if (why) {
-      words.push(why);
-    } else {
-      if (lostWhy) words.push(lostWhy);
-      if (unreachable || !lostWhy) words.push('The server cannot be reached.');
-    }
-    overlay.title.textContent = stopped ? 'Not connected' : 'Disconnected';
-    overlay.why.textContent = words.join(' ');
-    overlay.next.textContent = next;
-    overlay.box.hidden = false;
+    renderOverlay(overlay, next, why, { lostWhy, unreachable, stopped });
   }
 
   function setReadOnly() {
@@ -614,58 +601,7 @@ export function startTerminal(projectId) {
     notice('this server does not accept your keystrokes here: you can watch, not type');
   }
 
-  // Sticky Ctrl sends the next key as its control character; sticky Alt
-  // puts ESC before it (what a terminal's "meta sends escape" does).
-  function applyModifiers(text) {
-    let out = text;
-    if (mods.ctrl && out.length === 1) {
-      const code = out.toUpperCase().charCodeAt(0);
-      if (code >= 0x40 && code <= 0x5f) out = String.fromCharCode(code - 0x40);
-      else if (out === ' ' || out === '2') out = '\x00';
-      else if (out === '?') out = '\x7f';
-    }
-    if (mods.alt) out = '\x1b' + out;
-    setModifier('ctrl', false);
-    setModifier('alt', false);
-    return out;
-  }
-
-  function setModifier(name, on) {
-    mods[name] = on;
-    const button = document.querySelector('#keys [data-key="' + name + '"]');
-    if (button) button.setAttribute('aria-pressed', on ? 'true' : 'false');
-  }
-
-  // A row of keys a phone's keyboard lacks, shown only on touch screens.
-  function setUpExtraKeys() {
-    const row = $('keys');
-    // A laptop with a touch screen also has a keyboard: no row there.
-    const touch = window.matchMedia('(pointer: coarse)').matches ||
-      (((navigator.maxTouchPoints || 0) > 0 || 'ontouchstart' in window) &&
-       !window.matchMedia('(any-pointer: fine)').matches);
-    if (!touch) return;
-    row.hidden = false;
-    // pointerdown's default would take the focus from the terminal and
-    // close the on-screen keyboard.
-    row.addEventListener('pointerdown', (event) => event.preventDefault());
-    row.addEventListener('mousedown', (event) => event.preventDefault());
-    row.addEventListener('click', (event) => {
-      const button = event.target.closest('button[data-key]');
-      if (!button) return;
-      const key = button.dataset.key;
-      if (key === 'ctrl' || key === 'alt') {
-        setModifier(key, !mods[key]);
-      } else if (EXTRA_KEYS[key] !== undefined) {
-        // Ctrl and Alt apply to typed keys; with a key of this row Alt
-        // still means an ESC before it.
-        const text = (mods.alt ? '\x1b' : '') + EXTRA_KEYS[key];
-        setModifier('ctrl', false);
-        setModifier('alt', false);
-        handleInput(encoder.encode(text), '');
-      }
-      term.focus();
-    });
-  }
+  // Sticky Ctrl and Alt of the extra keys: see chrome.js.
 
   function userReconnect() {
     const resume = retryTimer !== null || resumeOnRestart;
