@@ -37,7 +37,8 @@ export function startTerminal(projectId) {
   bar.project.textContent = 'project ' + projectId;
   bar.project.title = projectId;
 
-  const { term, fit } = createTerminal(container);
+  // The renderer is chosen before the first fit: it measures the cells.
+  const { term, fit, renderer } = createTerminal(container, () => fitNow());
   fitNow();
 
   // What the page knows about the stream. offset/sessionId survive
@@ -142,6 +143,8 @@ export function startTerminal(projectId) {
   // ------------------------------------------------ addons and tools
 
   loadAddons(term, () => muted, notice);
+
+  window.wxcodePty.renderer = renderer.active;
 
   const search = setUpSearch(term, bar.find);
   window.wxcodePty.search = search;

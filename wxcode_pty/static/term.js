@@ -5,8 +5,9 @@
 import { $, FONT_SIZE_KEY, FONT_SIZE_MIN, FONT_SIZE_MAX } from './constants.js';
 import { storedFontSize } from './util.js';
 
-// The terminal, opened in container, with the fit addon loaded.
-export function createTerminal(container) {
+// The terminal, opened in container, with the fit addon and a renderer loaded;
+// onRendererChange() runs when the renderer changes (its cells may differ).
+export function createTerminal(container, onRendererChange) {
   const term = new window.Terminal({
     cursorBlink: true,
     fontFamily: getComputedStyle(document.documentElement).getPropertyValue('--mono').replace(/\s+/g, ' ').trim() || 'monospace',
@@ -44,7 +45,8 @@ export function createTerminal(container) {
   const fit = new window.FitAddon.FitAddon();
   term.loadAddon(fit);
   term.open(container);
-  return { term, fit };
+  const renderer = loadRenderer(term, onRendererChange);
+  return { term, fit, renderer };
 }
 
 // Links, wide characters and OSC 52 copies. isMuted() is true while a replay
@@ -233,4 +235,27 @@ export function setUpTouchScroll(term, container) {
   const end = () => { startY = null; dragging = false; };
   container.addEventListener('touchend', end);
   container.addEventListener('touchcancel', end);
+}
+
+// The WebGL renderer draws faster than xterm.js's DOM renderer. Without WebGL
+// (no GPU, WebGL turned off) loading it throws, and the DOM renderer stays; if
+// the WebGL context is lost later, the addon is disposed and the DOM renderer
+// takes over again. active() says which one draws: 'webgl' or 'dom'.
+function loadRenderer(term, onChange) {
+  let active = 'dom';
+  if (window.WebglAddon) {
+    try {
+      const webgl = new window.WebglAddon.WebglAddon();
+      webgl.onContextLoss(() => {
+        active = 'dom';
+        webgl.dispose();
+        onChange();
+      });
+      term.loadAddon(webgl);
+      active = 'webgl';
+    } catch (err) {
+      active = 'dom';
+    }
+  }
+  return { active: () => active };
 }
