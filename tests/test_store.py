@@ -123,6 +123,15 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield Backend("postgresql", url)
 
 
+async def _applied_once(backend: Backend, migrations: Path) -> None:
+    """Two starts on the migrations 0001 and 0002: version 2, and 0002's insert ran once."""
+    for _ in range(2):
+        store = await SessionStore.open(backend.database, migrations)
+        assert await store.schema_version() == 2
+        await store.close()
+    assert await backend.fetch("SELECT count(*) FROM one") == [(1,)]
+
+
 # -- both engines --------------------------------------------------------------------------
 
 
@@ -239,11 +248,7 @@ async def test_migrations_apply_once(backend: Backend, tmp_path: Path) -> None:
     (migrations / "0002_two.sql").write_text(
         "CREATE TABLE two (x INTEGER); INSERT INTO one VALUES (1);"
     )
-    for _ in range(2):
-        store = await SessionStore.open(backend.database, migrations)
-        assert await store.schema_version() == 2
-        await store.close()
-    assert await backend.fetch("SELECT count(*) FROM one") == [(1,)]
+    await _applied_once(backend, migrations)
 
 
 async def test_failing_migration_rolls_back(backend: Backend, tmp_path: Path) -> None:
@@ -263,11 +268,7 @@ async def test_failing_migration_rolls_back(backend: Backend, tmp_path: Path) ->
     (migrations / "0002_bad.sql").write_text(
         "CREATE TABLE two (x INTEGER); INSERT INTO one VALUES (1);"
     )
-    for _ in range(2):
-        store = await SessionStore.open(backend.database, migrations)
-        assert await store.schema_version() == 2
-        await store.close()
-    assert await backend.fetch("SELECT count(*) FROM one") == [(1,)]
+    await _applied_once(backend, migrations)
 
 
 async def test_misnumbered_migrations_are_refused(backend: Backend, tmp_path: Path) -> None:

@@ -242,6 +242,8 @@ class AnswerFilter:
     @property
     def deadline(self) -> float | None:
         """When the next held answer is due for :meth:`release`, or None."""
+        if not self._due and not self._questions:
+            return None  # the usual case, on every keystroke: nothing asked
         times = [due for due, _ in self._due]
         times += [q.asked_at + self._grace for q in self._questions if q.held is not None]
         return min(times, default=None)

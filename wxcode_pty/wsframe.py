@@ -85,11 +85,11 @@ class DirectWriter:
         """May a frame be written now? (The caller has nothing queued before it.)"""
         transport = self._transport
         return not (
-            transport is None
+            self._compressed
+            or transport is None
             or transport.is_closing()
             or transport.get_write_buffer_size()
             or self._ws.closed
-            or self._compressed
         )
 
     def write(self, data: bytes) -> None:
