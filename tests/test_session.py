@@ -24,6 +24,17 @@ def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
+async def _argv_holding(pid: int, *words: str, timeout: float = 10) -> list[str]:
+    """The program's argv once it holds ``words`` (it passes through setsid and exec first,
+    and its cmdline is empty for a moment)."""
+    argv: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not all(word in argv for word in words):
+            await asyncio.sleep(0.005)
+            argv = _cmdline(pid)
+    return argv
+
+
 async def _shut_down(manager: PTYSessionManager) -> None:
     """As a server stops: trees ended, running rows kept for the next start."""
     await manager.close_all()
@@ -48,7 +59,8 @@ async def test_a_shell_row_respawns_as_a_shell_when_claude_is_configured_now(
     assert row is not None and row.kind == "shell" and row.status == SessionStatus.RUNNING
     # A new project gets what is configured now.
     fresh = await again.get_or_create_session("p2")
-    assert fresh.pid is not None and "--session-id" in _cmdline(fresh.pid)
+    assert fresh.pid is not None
+    await _argv_holding(fresh.pid, "--session-id")
 
 
 async def test_a_claude_row_respawns_with_resume_when_a_shell_is_configured_now(
@@ -64,8 +76,7 @@ async def test_a_claude_row_respawns_with_resume_when_a_shell_is_configured_now(
     again = await manager_factory(command=ShellCommand(["sleep", "1000"]))
     session = again.get_session_by_output_project("p1")
     assert session is not None and session.pid is not None
-    argv = _cmdline(session.pid)
-    assert str(FAKE_CLAUDE) in argv and claude_id in argv, argv
+    argv = await _argv_holding(session.pid, str(FAKE_CLAUDE), claude_id)
     assert "--session-id" in argv or "--resume" in argv
 
 
