@@ -15,6 +15,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -306,8 +307,10 @@ async def test_serve_on_a_postgresql_database_and_respawn_after_a_kill(
     servers: list[Server], tmp_path: Path, http: aiohttp.ClientSession, postgres_url: str
 ) -> None:
     """``--db postgresql://...``: the server keeps its sessions in PostgreSQL; after a SIGKILL a
-    new server on the same database respawns them (the same recovery as with SQLite)."""
-    args = ["--no-token", "--db", postgres_url, "--command", "cat"]
+    new server on the same database respawns them once the killed one's lease has lapsed (it
+    cannot tell a restart from a peer that lost the network, SPEC 12)."""
+    lease = 2.0
+    args = ["--no-token", "--db", postgres_url, "--command", "cat", "--host-lease", str(lease)]
     first = await serve(servers, tmp_path, *args)
     ws = await http.ws_connect(f"{first.origin}/ws/p1", headers={"Origin": first.origin})
     client = await Attached(ws).handshake()
@@ -317,9 +320,16 @@ async def test_serve_on_a_postgresql_database_and_respawn_after_a_kill(
     await asyncio.to_thread(first.wait, 15)
     await ws.close()
     again = await serve(servers, tmp_path, *args, port=first.port)
-    async with http.get(f"{again.origin}/api/sessions/p1", headers={"Origin": again.origin}) as got:
-        info = await got.json()
-    assert got.status == 200 and info["status"] == "running" and info["pid"] is not None, info
+    info: dict[str, Any] = {}
+    # The lease, the peers' grace and one scan (1.4 leases), and the time to start the program.
+    async with asyncio.timeout(1.4 * lease + 10):
+        while not (info.get("status") == "running" and info.get("pid") and info.get("host")):
+            await asyncio.sleep(0.1)
+            async with http.get(
+                f"{again.origin}/api/sessions/p1", headers={"Origin": again.origin}
+            ) as got:
+                info = await got.json()
+    assert info["host"] == again.origin
     back = await Attached(
         await http.ws_connect(f"{again.origin}/ws/p1", headers={"Origin": again.origin})
     ).handshake()

@@ -189,6 +189,25 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--advertise",
+        metavar="URL",
+        help=(
+            "with a postgresql:// database: this server's URL as the other servers reach it"
+            " (with the --base-path); they forward requests for its sessions there"
+            " (default: the URL it listens on)"
+        ),
+    )
+    parser.add_argument(
+        "--host-lease",
+        type=float,
+        metavar="SECONDS",
+        help=(
+            "with a postgresql:// database: how long this server's lease lasts; it ends its"
+            " programs when it cannot renew it, and the others take its sessions over"
+            f" (default: {_setting_default('host_lease')})"
+        ),
+    )
+    parser.add_argument(
         "--no-token",
         action="store_true",
         help="no access token (Origin and Host checks stay on); only for a trusted machine",
@@ -470,9 +489,18 @@ def _settings(args: argparse.Namespace, profile: CommandProfile, address: Addres
         allowed_origins = frozenset(
             [*address.local_origins(), *(_origin(item) for item in args.allowed_origin)]
         )
+    advertise = args.advertise
+    if advertise is None and _is_url(args.db) and address.unix_socket is None:
+        advertise = address.url.rstrip("/")
+        if (address.host or "").lower() in _WILDCARD_HOSTS:
+            # Peers cannot reach "0.0.0.0": this machine's name is the best guess.
+            advertise = advertise.replace(f"//{address.host}:", f"//{socket.gethostname()}:", 1)
+    lease = {} if args.host_lease is None else {"host_lease": args.host_lease}
     try:
         return Settings(
             database=args.db if _is_url(args.db) else Path(args.db),
+            advertise_url=advertise,
+            **lease,
             command=profile,
             # Absolute: sessions keep their directory even if the server's cwd changes.
             workdir=Path(os.path.abspath(args.workdir)),

@@ -243,6 +243,9 @@ class Client:
         self.send(protocol.encode("exit", code=status.code, signal=status.signal))
         self.close(protocol.CLOSE_NORMAL, "program exited", flush=True)
 
+    def send_moved(self) -> None:
+        self.close(protocol.CLOSE_GOING_AWAY, "session moves to another host")
+
     def send_error(self, code: str, message: str, *, throttle: bool = False) -> None:
         if throttle:
             now = time.monotonic()

@@ -22,13 +22,16 @@ from . import proctree
 from .claude import ClaudeCommand
 from .commands import CommandProfile, ShellCommand
 from .errors import WxcodePtyError
+from .hosts import HostFenced, HostLease
 from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .session import CloseReason, PTYSession
 from .settings import Settings, valid_project_id
 from .store import SessionRecord, SessionStatus, SessionStore
 
 __all__ = [
+    "HostFenced",
     "InvalidProjectId",
+    "OwnedElsewhere",
     "PTYSessionManager",
     "SessionInfo",
     "SessionLimitReached",
@@ -49,6 +52,17 @@ class SessionLimitReached(WxcodePtyError):
 
 class ShuttingDown(WxcodePtyError):
     """The server is shutting down: no session is started any more."""
+
+
+class OwnedElsewhere(WxcodePtyError):
+    """Another host owns the project (a shared store): requests go to ``address``, its
+    advertised URL, or, when that is None (the owner gave none, or its lease is lapsing),
+    nowhere yet."""
+
+    def __init__(self, output_project_id: str, address: str | None) -> None:
+        where = address or "no address yet"
+        super().__init__(f"project {output_project_id} runs on another host ({where})")
+        self.address = address
 
 
 def check_project_id(output_project_id: str) -> str:
@@ -78,6 +92,8 @@ class SessionInfo(TypedDict):
     last_activity: float
     exit_code: int | None
     exit_signal: str | None
+    #: The owning host's advertised URL (several hosts), else this host's (or None).
+    host: str | None
 
 
 def _make_dir(path: Path) -> Path:
@@ -112,13 +128,30 @@ class PTYSessionManager:
         self._swept: set[str] = set()
         #: Shared by all sessions: floods take turns instead of starving the loop.
         self._read_budget = ReadBudget()
+        #: This host's lease when the store is shared by several hosts (SPEC 12).
+        self.lease: HostLease | None = None
+        if store.shared is not None:
+            self.lease = HostLease(
+                store.shared,
+                address=settings.advertise_url,
+                lease=settings.host_lease,
+                on_fence=self._fence,
+                on_orphans=self._take_over,
+            )
 
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover the rows a previous server left running, and start the idle reaper."""
-        self._recovery = asyncio.create_task(self._recover())
-        await asyncio.shield(self._recovery)
+        """Recover the rows a previous server left running, and start the idle reaper.
+
+        On a shared store, join the hosts instead: the rows of hosts that are gone are taken
+        over as their leases lapse (``hosts.py``), this host's previous run's included.
+        """
+        if self.lease is not None:
+            await self.lease.join()
+        else:
+            self._recovery = asyncio.create_task(self._recover())
+            await asyncio.shield(self._recovery)
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def _recover(self) -> None:
@@ -169,6 +202,9 @@ class PTYSessionManager:
             with contextlib.suppress(Exception):
                 await starting
         await self._end_many(list(self._by_project.values()), CloseReason.SHUTDOWN)
+        if self.lease is not None:
+            # After the programs ended: peers take the rows over at once, not after the lease.
+            await self.lease.leave()
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -184,15 +220,42 @@ class PTYSessionManager:
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Every known session, running or not, ordered by project id."""
-        return [self._info(row) for row in await self.store.list()]
+        rows = await self.store.list()
+        owners = await self.store.shared.owners() if self.store.shared is not None else {}
+        return [self._info(row, owners.get(row.output_project_id)) for row in rows]
 
     async def describe(self, output_project_id: str) -> SessionInfo | None:
         row = await self.store.get(check_project_id(output_project_id))
-        return self._info(row) if row is not None else None
+        if row is None:
+            return None
+        host = self.settings.advertise_url
+        if self.store.shared is not None and output_project_id not in self._by_project:
+            owner = await self.store.shared.owner(output_project_id, self.grace)
+            host = owner.address if owner is not None and owner.live else None
+        return self._info(row, host)
 
-    def _info(self, row: SessionRecord) -> SessionInfo:
+    async def owner_elsewhere(self, output_project_id: str) -> OwnedElsewhere | None:
+        """On a shared store: OwnedElsewhere when another host holds the project's row."""
+        shared = self.store.shared
+        if shared is None or output_project_id in self._by_project:
+            return None
+        owner = await shared.owner(check_project_id(output_project_id), self.grace)
+        if owner is None or not owner.held or owner.owner_host == self._host_id():
+            return None
+        return OwnedElsewhere(output_project_id, owner.address if owner.live else None)
+
+    @property
+    def grace(self) -> float:
+        return self.lease.grace if self.lease is not None else 0.0
+
+    def _host_id(self) -> str | None:
+        return self.lease.host_id if self.lease is not None else None
+
+    def _info(self, row: SessionRecord, host: str | None = None) -> SessionInfo:
         session = self._by_project.get(row.output_project_id)
         live = session is not None and session.closing is None
+        if session is not None:
+            host = self.settings.advertise_url
         return SessionInfo(
             session_id=session.session_id if session else row.session_id,
             output_project_id=row.output_project_id,
@@ -211,6 +274,7 @@ class PTYSessionManager:
             last_activity=session.last_activity if session else row.last_activity,
             exit_code=row.exit_code,
             exit_signal=row.exit_signal,
+            host=host,
         )
 
     # -- creating ----------------------------------------------------------------------------
@@ -249,6 +313,8 @@ class PTYSessionManager:
         while True:
             if self._closed:
                 raise ShuttingDown("the server is shutting down")
+            if self.lease is not None and not self.lease.holding:
+                raise HostFenced("this host cannot reach the database to confirm its lease")
             session = self._by_project.get(output_project_id)
             if session is not None and session.running:
                 return session, False
@@ -285,13 +351,28 @@ class PTYSessionManager:
     async def _spawn_new(
         self, output_project_id: str, cols: int | None, rows: int | None, hold: bool
     ) -> PTYSession:
+        while True:
+            row = await self.store.get(output_project_id)
+            session = await self._spawn_from(output_project_id, row, cols, rows, hold)
+            if session is not None:
+                return session
+            # Another host wrote the row between our read and our claim: read it again.
+
+    async def _spawn_from(
+        self,
+        output_project_id: str,
+        row: SessionRecord | None,
+        cols: int | None,
+        rows: int | None,
+        hold: bool,
+    ) -> PTYSession | None:
         settings = self.settings
-        row = await self.store.get(output_project_id)
         profile = self._profile_for(row)
         if row is not None:
             # Ended runs were swept when they ended; a row still marked running comes from a
-            # previous server.
-            if row.status == SessionStatus.RUNNING and row.session_id not in self._swept:
+            # previous server. On a shared store, only once the row is ours: until then its
+            # run may be a live peer's.
+            if self._left_running(row) and self.lease is None:
                 await self._end_old_tree(row)
             cwd = Path(row.cwd)
             base_argv = list(row.argv)
@@ -324,7 +405,16 @@ class PTYSessionManager:
         )
         # The new run's id is stored before its process exists: a crash mid-spawn leaves a
         # marker that recovery can find the process by.
-        await self.store.put(record)
+        owner: tuple[str, int] | None = None
+        if self.lease is None:
+            await self.store.put(record)
+        else:
+            owner = await self._claim(record, row)
+            if owner is None:
+                return None
+            if row is not None and self._left_running(row):
+                # What may be left of a gone host's run on this machine.
+                await self._end_old_tree(row)
         session = PTYSession(
             session_id=record.session_id,
             output_project_id=output_project_id,
@@ -332,7 +422,7 @@ class PTYSessionManager:
             argv=base_argv,
             profile=profile,
             settings=settings,
-            recorder=self.store.row_writer(output_project_id),
+            recorder=self.store.row_writer(output_project_id, owner),
             claude_session_id=record.claude_session_id,
             cols=cols,
             rows=rows,
@@ -343,6 +433,10 @@ class PTYSessionManager:
             on_end=self._on_session_end,
         )
         await session.start(hold_output=hold)
+        if self.lease is not None and not self.lease.holding:
+            # Fenced while it started: the fence did not see it, so it ends here.
+            await session.close(CloseReason.FENCED)
+            raise HostFenced("this host lost its lease while starting the session")
         self._by_project[output_project_id] = session
         self._by_id[session.session_id] = session
         self.counters["respawns" if resumed else "spawns"] += 1
@@ -354,6 +448,27 @@ class PTYSessionManager:
             resumed,
         )
         return session
+
+    async def _claim(
+        self, record: SessionRecord, row: SessionRecord | None
+    ) -> tuple[str, int] | None:
+        """Own the project's row on a shared store: (host id, epoch), or None when the row
+        changed since it was read."""
+        assert self.lease is not None
+        host_id = self.lease.host_id
+        if host_id is None or not self.lease.holding:
+            raise HostFenced("this host cannot reach the database to confirm its lease")
+        claim = await self.store.claim(record, host_id, row, self.lease.grace)
+        if claim.lost_lease:
+            raise HostFenced("this host's lease has lapsed")
+        if claim.owner is not None:
+            raise OwnedElsewhere(record.output_project_id, claim.owner.address)
+        if claim.epoch is None:
+            return None
+        return host_id, claim.epoch
+
+    def _left_running(self, row: SessionRecord) -> bool:
+        return row.status == SessionStatus.RUNNING and row.session_id not in self._swept
 
     def _profile_for(self, row: SessionRecord | None) -> CommandProfile:
         """What runs a project: the configured command for a new one; for a stored one, what
@@ -413,20 +528,31 @@ class PTYSessionManager:
             with contextlib.suppress(Exception):
                 await asyncio.shield(starting)
         session = self._by_project.get(output_project_id)
+        owner = None
         if session is not None:
             await session.close(CloseReason.STOPPED)
+        elif self.store.shared is not None:
+            owner = await self.store.shared.owner(output_project_id, self.grace)
+            if owner is not None and owner.held and owner.owner_host != self._host_id():
+                raise OwnedElsewhere(output_project_id, owner.address if owner.live else None)
         row = await self.store.get(output_project_id)
         if row is None:
             return session is not None
         changes: dict[str, object] = {}
         if row.status == SessionStatus.RUNNING:
-            # A row left running by a previous server, not respawned yet.
+            # A row left running by a previous server (or a host that is gone), not respawned.
             await self._end_old_tree(row)
             changes.update(status=SessionStatus.STOPPED, pid=None, pid_start_time=None)
         if forget:
             changes["claude_session_id"] = None
         if changes:
-            await self.store.update(output_project_id, **changes)
+            if owner is not None and owner.owner_host is not None:
+                # Only if nobody took the row over meanwhile (compare and set on its epoch).
+                await self.store.update_owned(
+                    output_project_id, (owner.owner_host, owner.owner_epoch), **changes
+                )
+            else:
+                await self.store.update(output_project_id, **changes)
         return True
 
     async def cleanup_idle_sessions(self) -> list[str]:
@@ -443,17 +569,46 @@ class PTYSessionManager:
             log.info("reap project=%s session=%s", session.output_project_id, session.session_id)
         return [s.output_project_id for s in idle]
 
-    async def _end_many(self, sessions: list[PTYSession], reason: CloseReason) -> None:
+    async def _end_many(
+        self, sessions: list[PTYSession], reason: CloseReason, grace: float | None = None
+    ) -> None:
         """End many sessions at once: their trees together, one pass over /proc per signal
         for all of them (one pass each would make a shutdown of hundreds quadratic)."""
         for session in sessions:
             # At once: a client attaching meanwhile must see the session as ending.
             session.mark_closing(reason)
-        await BidirectionalPTY.terminate_all([s.pty for s in sessions], self.settings.kill_grace)
+        await BidirectionalPTY.terminate_all(
+            [s.pty for s in sessions], self.settings.kill_grace if grace is None else grace
+        )
         results = await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, Exception):
                 log.error("ending project=%s failed: %s", session.output_project_id, result)
+
+    # -- several hosts -----------------------------------------------------------------------
+
+    async def _fence(self) -> None:
+        """This host's lease can no longer be confirmed: end every program it runs, quickly
+        (a peer takes them over 0.4 of the lease from now, SPEC 12)."""
+        assert self.lease is not None
+        self.counters["fences"] += 1
+        sessions = list(self._by_project.values())
+        await self._end_many(sessions, CloseReason.FENCED, grace=self.lease.lease / 20)
+        log.error("fenced: ended %d session(s)", len(sessions))
+
+    async def _take_over(self, projects: list[str]) -> None:
+        """Start the sessions of hosts whose leases lapsed, as restart recovery does."""
+        projects = [p for p in projects if p not in self._by_project]
+        results = await asyncio.gather(
+            *(self.ensure_session(p) for p in projects), return_exceptions=True
+        )
+        for project, result in zip(projects, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, OwnedElsewhere):
+                    log.warning("taking over project=%s failed: %s", project, result)
+            elif result[1]:
+                self.counters["takeovers"] += 1
+                log.info("took over project=%s", project)
 
     async def _reap_forever(self) -> None:
         interval = self.settings.effective_reap_interval

@@ -22,7 +22,7 @@ class Metrics:
     def refuse(self, reason: str) -> None:
         self.refusals[reason] += 1
 
-    def render(self, manager: PTYSessionManager) -> str:
+    def render(self, manager: PTYSessionManager, forwards: int = 0) -> str:
         sessions = manager.sessions
         lines = [
             "# HELP wxcode_pty_sessions Sessions with a running program.",
@@ -48,6 +48,22 @@ class Metrics:
                 else "# HELP wxcode_pty_exits_total Programs that ended.",
                 f"# TYPE wxcode_pty_{name}_total counter",
                 f"wxcode_pty_{name}_total {manager.counters[name]}",
+            ]
+        if manager.lease is not None:
+            lines += [
+                "# HELP wxcode_pty_owned_sessions Sessions this host owns and runs.",
+                "# TYPE wxcode_pty_owned_sessions gauge",
+                f"wxcode_pty_owned_sessions {len(sessions)}",
+                "# HELP wxcode_pty_forwards_total Requests passed to the host that owns them.",
+                "# TYPE wxcode_pty_forwards_total counter",
+                f"wxcode_pty_forwards_total {forwards}",
+                "# HELP wxcode_pty_takeovers_total Sessions taken over from hosts that are gone.",
+                "# TYPE wxcode_pty_takeovers_total counter",
+                f"wxcode_pty_takeovers_total {manager.counters['takeovers']}",
+                "# HELP wxcode_pty_fences_total Times this host lost its lease and ended its"
+                " sessions.",
+                "# TYPE wxcode_pty_fences_total counter",
+                f"wxcode_pty_fences_total {manager.counters['fences']}",
             ]
         states = Counter(s.claude_state for s in sessions if s.claude_state is not None)
         lines += [

@@ -55,6 +55,9 @@ class CloseReason(StrEnum):
     STOPPED = "stopped"
     #: The server shuts down: the row stays ``running`` so that the next start respawns it.
     SHUTDOWN = "shutdown"
+    #: The host lost its lease (several hosts): the row stays ``running`` for the host that
+    #: takes it over; clients are told to reconnect (1001).
+    FENCED = "fenced"
 
 
 class Recorder(Protocol):
@@ -110,6 +113,10 @@ class SessionClient(Protocol):
 
     def send_exit(self, status: ExitStatus) -> None:
         """The program ended; no more output follows."""
+        ...
+
+    def send_moved(self) -> None:
+        """The session will run on another host (this one lost its lease): reconnect."""
         ...
 
 
@@ -674,15 +681,18 @@ class PTYSession:
                 self._on_end(self, status)
             self._ended.set_result(status)
             self._notify_changed()
-            if closing is not CloseReason.SHUTDOWN:
+            if closing is CloseReason.FENCED:
+                for client in tuple(self.clients):
+                    client.send_moved()
+            elif closing is not CloseReason.SHUTDOWN:
                 for client in tuple(self.clients):
                     client.send_exit(status)
 
     async def _record_end(self, status: ExitStatus, reason: str | None) -> None:
         closing = self._closing
-        if closing is not CloseReason.SHUTDOWN:
+        if closing not in (CloseReason.SHUTDOWN, CloseReason.FENCED):
             # After a shutdown the row stays "running" with the old pid: the next start ends
-            # any survivor of the tree and respawns it.
+            # any survivor of the tree and respawns it. A fenced host's writes would not land.
             if closing is CloseReason.IDLE:
                 final = SessionStatus.IDLE
             elif closing is CloseReason.STOPPED:

@@ -133,6 +133,14 @@ class Settings:
     #: string) of a database that several servers share (``wxcode-pty[postgres]``). Migrated
     #: on start.
     database: str | Path = "wxcode_pty.db"
+    #: With a shared (PostgreSQL) database: this plugin's base URL as its peers reach it
+    #: (``http://10.0.0.5:8765`` or with the mount prefix); requests for the sessions this
+    #: host owns are forwarded there. None: peers cannot forward to this host.
+    advertise_url: str | None = None
+    #: With a shared database: seconds a host's lease lasts. A host that cannot renew it ends
+    #: its programs after 0.8 of it; peers take its sessions over 1.2 of it after its last
+    #: renewal (SPEC 12).
+    host_lease: float = 10.0
     #: What every session runs (``ShellCommand`` or ``ClaudeCommand``).
     command: CommandProfile = field(default_factory=_default_command)
     #: The server-owned working directory of a project: a function of the project id, or a
@@ -212,12 +220,17 @@ class Settings:
             "client_queue_limit": self.client_queue_limit,
             "send_timeout": self.send_timeout,
             "control_rate": self.control_rate,
+            "host_lease": self.host_lease,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"Settings.{name} must be positive, got {value!r}")
         if self.reap_interval is not None and self.reap_interval <= 0:
             raise ValueError("Settings.reap_interval must be positive")
+        if self.advertise_url is not None and not self.advertise_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("Settings.advertise_url must be an http:// or https:// URL")
         if self.respawn_attempts < 1:
             raise ValueError("Settings.respawn_attempts must be at least 1")
 

@@ -22,14 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 from .errors import WxcodePtyError
 from .store_sqlite import SQLiteEngine
 
+if TYPE_CHECKING:
+    from .store_postgres import Claim, PostgresEngine
+
 __all__ = [
     "MigrationError",
+    "OwnershipLost",
     "RowWriter",
     "SessionRecord",
     "SessionStatus",
@@ -61,6 +65,10 @@ class SessionStatus(StrEnum):
 
 class MigrationError(WxcodePtyError):
     """A migration file is misnamed or failed; the database is left at the last good version."""
+
+
+class OwnershipLost(WxcodePtyError):
+    """A write of a run whose host no longer owns the row (another host took it over)."""
 
 
 class StoreLocked(WxcodePtyError):
@@ -173,9 +181,13 @@ class _Engine(Protocol):
 class SessionStore:
     """Persistence of session rows. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, engine: _Engine, lock_fd: int = -1) -> None:
+    def __init__(
+        self, engine: _Engine, lock_fd: int = -1, shared: PostgresEngine | None = None
+    ) -> None:
         self._engine = engine
         self._lock_fd = lock_fd
+        #: The PostgreSQL engine when several hosts may share this store, else None.
+        self.shared = shared
 
     @classmethod
     async def open(cls, database: str | Path, migrations_dir: Path | None = None) -> SessionStore:
@@ -188,14 +200,14 @@ class SessionStore:
         """
         url = _postgres_url(database)
         if url is not None:
-            engine: _Engine = await _open_postgres(url)
-            store = cls(engine)
+            postgres = await _open_postgres(url)
+            store = cls(postgres, shared=postgres)
             directory = migrations_dir or default_migrations_dir("postgresql")
         else:
             path = Path(database)
             lock_fd = await asyncio.to_thread(_lock, path)
             try:
-                engine = await SQLiteEngine.open(path, _COLUMNS)
+                engine: _Engine = await SQLiteEngine.open(path, _COLUMNS)
             except BaseException:
                 os.close(lock_fd)
                 raise
@@ -268,23 +280,52 @@ class SessionStore:
 
     async def update(self, output_project_id: str, **changes: Any) -> None:
         """Change some columns of a row (no-op when the row does not exist)."""
-        unknown = set(changes) - set(_COLUMNS)
-        if unknown or "output_project_id" in changes:
-            raise ValueError(f"cannot update columns {sorted(unknown) or ['output_project_id']}")
-        if "argv" in changes:
-            changes["argv"] = json.dumps(list(changes["argv"]))
-        changes["updated_at"] = time.time()
-        await self._engine.update(output_project_id, changes)
+        await self._engine.update(output_project_id, _changes(changes))
+
+    async def update_owned(
+        self, output_project_id: str, owner: tuple[str, int], **changes: Any
+    ) -> None:
+        """:meth:`update` while ``owner`` (host id, epoch) holds the row; else OwnershipLost."""
+        engine = self.shared
+        if engine is None:
+            raise ValueError("only a shared (PostgreSQL) store has owners")
+        if not await engine.update_fenced(output_project_id, _changes(changes), *owner):
+            raise OwnershipLost(f"project {output_project_id} is no longer ours")
+
+    async def claim(
+        self, record: SessionRecord, host_id: str, seen: SessionRecord | None, grace: float
+    ) -> Claim:
+        """Write ``record`` as ``host_id``'s, atomically, unless another live host holds the
+        row or the row is no longer ``seen`` (see ``PostgresEngine.claim``)."""
+        engine = self.shared
+        if engine is None:
+            raise ValueError("only a shared (PostgreSQL) store has owners")
+        record = replace(record, updated_at=time.time())
+        return await engine.claim(
+            _to_row(record), host_id, None if seen is None else seen.updated_at, grace
+        )
 
     async def delete(self, output_project_id: str) -> None:
         await self._engine.delete(output_project_id)
 
-    def row_writer(self, output_project_id: str) -> RowWriter:
-        """Ordered writes to one project's row, for the session that runs it."""
-        return RowWriter(self, output_project_id)
+    def row_writer(self, output_project_id: str, owner: tuple[str, int] | None = None) -> RowWriter:
+        """Ordered writes to one project's row, for the session that runs it; with ``owner``
+        (host id, epoch), each write lands only while that owner holds the row."""
+        return RowWriter(self, output_project_id, owner)
 
 
-async def _open_postgres(url: str) -> _Engine:
+def _changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Columns to write, checked, in the engines' form, with ``updated_at``."""
+    unknown = set(changes) - set(_COLUMNS)
+    if unknown or "output_project_id" in changes:
+        raise ValueError(f"cannot update columns {sorted(unknown) or ['output_project_id']}")
+    if "argv" in changes:
+        changes["argv"] = json.dumps(list(changes["argv"]))
+    changes["updated_at"] = time.time()
+    return changes
+
+
+async def _open_postgres(url: str) -> PostgresEngine:
     try:
         from . import store_postgres
     except ModuleNotFoundError as exc:
@@ -308,9 +349,12 @@ class RowWriter:
     acknowledged before the next starts: the order holds over a pool of connections too.
     """
 
-    def __init__(self, store: SessionStore, output_project_id: str) -> None:
+    def __init__(
+        self, store: SessionStore, output_project_id: str, owner: tuple[str, int] | None = None
+    ) -> None:
         self._store = store
         self._project = output_project_id
+        self._owner = owner
         self._last: asyncio.Task[None] | None = None
         self._queued: set[asyncio.Task[None]] = set()
 
@@ -338,7 +382,10 @@ class RowWriter:
     async def _apply(self, previous: asyncio.Task[None] | None, changes: dict[str, Any]) -> None:
         if previous is not None:
             await asyncio.wait({previous})  # its failure is its caller's, not ours
-        await self._store.update(self._project, **changes)
+        if self._owner is None:
+            await self._store.update(self._project, **changes)
+        else:
+            await self._store.update_owned(self._project, self._owner, **changes)
 
     def _log_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -14,11 +14,12 @@ elsewhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
 
-__all__ = ["STATEMENT_TIMEOUT", "PostgresEngine"]
+__all__ = ["STATEMENT_TIMEOUT", "Claim", "Owner", "PostgresEngine"]
 
 #: Seconds a read or write may take before it fails (a dead peer, a stuck server).
 STATEMENT_TIMEOUT: Final = 30.0
@@ -62,6 +63,33 @@ async def _connect_settings(url: str) -> dict[str, str]:
     return {"synchronous_commit": "on" if setting == "off" else str(setting)}
 
 
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who holds a project's row: a host, the row's fencing epoch, and how alive it is."""
+
+    owner_host: str | None
+    owner_epoch: int
+    #: Where the owner takes requests (None: unknown, or its lease has run out).
+    address: str | None
+    #: The owner's lease runs.
+    live: bool
+    #: The lease runs, or ran out less than the grace ago: nobody may take the row yet.
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a claim came to: an epoch (ours now), or why not."""
+
+    epoch: int | None = None
+    #: Another host holds the row.
+    owner: Owner | None = None
+    #: The row changed since the caller read it: read it again.
+    changed: bool = False
+    #: Our own lease has run out: we may not take anything.
+    lost_lease: bool = False
+
+
 class PostgresEngine:
     """Rows of the ``sessions`` table, read and written as tuples in ``columns`` order."""
 
@@ -83,6 +111,15 @@ class PostgresEngine:
         self._upsert = (
             f"INSERT INTO sessions ({names}) VALUES ({placeholders})"
             f" ON CONFLICT (output_project_id) DO UPDATE SET {replace_all}"
+        )
+        owner, epoch = len(columns) + 1, len(columns) + 2
+        self._insert = (
+            f"INSERT INTO sessions ({names}, owner_host, owner_epoch)"
+            f" VALUES ({placeholders}, ${owner}, ${epoch})"
+        )
+        self._claim = (
+            f"{self._upsert}, owner_host = ${owner}, owner_epoch = sessions.owner_epoch + 1"
+            " RETURNING owner_epoch"
         )
 
     @classmethod
@@ -202,3 +239,159 @@ class PostgresEngine:
             output_project_id,
             timeout=STATEMENT_TIMEOUT,
         )
+
+    # -- several hosts (SPEC 12) ----------------------------------------------------------------
+    # Leases are judged by the database's clock (now()), never by comparing hosts' clocks.
+
+    async def register_host(self, host_id: str, address: str | None, lease: float) -> None:
+        await self._pool.execute(
+            "INSERT INTO hosts (host_id, address, lease_until)"
+            " VALUES ($1, $2, now() + make_interval(secs => $3))",
+            host_id,
+            address,
+            lease,
+            timeout=STATEMENT_TIMEOUT,
+        )
+
+    async def renew_host(
+        self, connection: asyncpg.Connection[asyncpg.Record], host_id: str, lease: float
+    ) -> bool:
+        """Extend a lease that has not lapsed; False when it had (it never comes back)."""
+        status = await connection.execute(
+            "UPDATE hosts SET lease_until = now() + make_interval(secs => $2)"
+            " WHERE host_id = $1 AND lease_until > now()",
+            host_id,
+            lease,
+        )
+        return bool(status == "UPDATE 1")
+
+    async def connect(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A connection outside the pool (a lease's renewals must not queue behind writes)."""
+        return await asyncpg.connect(
+            self._url, timeout=CONNECT_TIMEOUT, server_settings=self._settings
+        )
+
+    async def release_host(self, host_id: str) -> None:
+        """End a lease at once: peers may take the host's sessions without waiting."""
+        await self._pool.execute(
+            "UPDATE hosts SET lease_until = '-infinity' WHERE host_id = $1",
+            host_id,
+            timeout=STATEMENT_TIMEOUT,
+        )
+
+    async def live_hosts(self) -> dict[str, str | None]:
+        """Hosts whose lease runs, with their addresses."""
+        rows = await self._pool.fetch(
+            "SELECT host_id, address FROM hosts WHERE lease_until > now()",
+            timeout=STATEMENT_TIMEOUT,
+        )
+        return {row["host_id"]: row["address"] for row in rows}
+
+    async def forget_hosts(self, older_than: float) -> None:
+        await self._pool.execute(
+            "DELETE FROM hosts WHERE lease_until < now() - make_interval(secs => $1)",
+            older_than,
+            timeout=STATEMENT_TIMEOUT,
+        )
+
+    async def owner(self, output_project_id: str, grace: float) -> Owner | None:
+        row = await self._pool.fetchrow(
+            "SELECT s.owner_host, s.owner_epoch, h.address,"
+            " coalesce(h.lease_until > now(), false) AS live,"
+            " coalesce(h.lease_until > now() - make_interval(secs => $2), false) AS held"
+            " FROM sessions s LEFT JOIN hosts h ON h.host_id = s.owner_host"
+            " WHERE s.output_project_id = $1",
+            output_project_id,
+            grace,
+            timeout=STATEMENT_TIMEOUT,
+        )
+        return None if row is None else Owner(**dict(row))
+
+    async def owners(self) -> dict[str, str | None]:
+        """Each project's owning host's address, for projects whose owner's lease runs."""
+        rows = await self._pool.fetch(
+            "SELECT s.output_project_id, h.address FROM sessions s"
+            " JOIN hosts h ON h.host_id = s.owner_host WHERE h.lease_until > now()",
+            timeout=STATEMENT_TIMEOUT,
+        )
+        return {row["output_project_id"]: row["address"] for row in rows}
+
+    async def orphans(self, grace: float) -> list[str]:
+        """Projects marked running whose owner's lease lapsed more than ``grace`` ago."""
+        rows = await self._pool.fetch(
+            "SELECT s.output_project_id FROM sessions s"
+            " LEFT JOIN hosts h ON h.host_id = s.owner_host"
+            " WHERE s.status = 'running' AND (h.host_id IS NULL"
+            " OR h.lease_until < now() - make_interval(secs => $1))"
+            ' ORDER BY s.output_project_id COLLATE "C"',
+            grace,
+            timeout=STATEMENT_TIMEOUT,
+        )
+        return [row["output_project_id"] for row in rows]
+
+    async def claim(
+        self, row: Sequence[Any], host_id: str, seen: float | None, grace: float
+    ) -> Claim:
+        """Make ``host_id`` the owner of the row's project and write ``row``, atomically.
+
+        ``seen`` is the ``updated_at`` of the row the caller built ``row`` from (None: there
+        was none). The row is locked first; then, with a snapshot taken after the lock, the
+        current owner's lease is read: whoever claimed the row before us is visible to it.
+        """
+        project = row[0]
+        async with self._pool.acquire() as connection, connection.transaction():
+            mine = await connection.fetchval(
+                "SELECT lease_until > now() FROM hosts WHERE host_id = $1", host_id
+            )
+            if not mine:
+                return Claim(lost_lease=True)
+            current = await connection.fetchrow(
+                "SELECT owner_host, owner_epoch, updated_at FROM sessions"
+                " WHERE output_project_id = $1 FOR UPDATE",
+                project,
+            )
+            if current is None:
+                if seen is not None:
+                    return Claim(changed=True)
+                inserted = await connection.fetchval(
+                    f"{self._insert} ON CONFLICT (output_project_id) DO NOTHING"
+                    " RETURNING owner_epoch",
+                    *row,
+                    host_id,
+                    1,
+                )
+                return Claim(epoch=inserted) if inserted is not None else Claim(changed=True)
+            owner = current["owner_host"]
+            if owner is not None and owner != host_id:
+                holder = await connection.fetchrow(
+                    "SELECT address, lease_until > now() AS live FROM hosts"
+                    " WHERE host_id = $1 AND lease_until > now() - make_interval(secs => $2)",
+                    owner,
+                    grace,
+                )
+                if holder is not None:
+                    address = holder["address"] if holder["live"] else None
+                    return Claim(
+                        owner=Owner(owner, current["owner_epoch"], address, holder["live"], True)
+                    )
+            if seen is None or current["updated_at"] != seen:
+                return Claim(changed=True)
+            epoch = await connection.fetchval(self._claim, *row, host_id)
+            return Claim(epoch=epoch)
+
+    async def update_fenced(
+        self, output_project_id: str, changes: Mapping[str, Any], owner: str, epoch: int
+    ) -> bool:
+        """``update``, only while ``owner`` holds the row at ``epoch``; whether it did."""
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=1))
+        n = len(changes)
+        status = await self._pool.execute(
+            f"UPDATE sessions SET {assignments} WHERE output_project_id = ${n + 1}"
+            f" AND owner_host = ${n + 2} AND owner_epoch = ${n + 3}",
+            *changes.values(),
+            output_project_id,
+            owner,
+            epoch,
+            timeout=STATEMENT_TIMEOUT,
+        )
+        return bool(status == "UPDATE 1")

@@ -20,8 +20,11 @@ from aiohttp import web
 
 from . import protocol
 from .client import Client, close_socket
+from .forward import Forwarder
 from .manager import (
+    HostFenced,
     InvalidProjectId,
+    OwnedElsewhere,
     PTYSessionManager,
     SessionInfo,
     SessionLimitReached,
@@ -45,6 +48,7 @@ GATE_KEY: Final = web.AppKey("wxcode_pty.gate", Gate)
 METRICS_KEY: Final = web.AppKey("wxcode_pty.metrics", Metrics)
 FRAMES_KEY: Final = web.AppKey("wxcode_pty.frames", OutputFrames)
 SOCKETS_KEY: Final = web.AppKey("wxcode_pty.sockets", weakref.WeakSet[web.WebSocketResponse])
+FORWARDER_KEY: Final = web.AppKey("wxcode_pty.forwarder", Forwarder)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 _PAGE_HEADERS: Final = {
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS_KEY] = Metrics()
     app[FRAMES_KEY] = OutputFrames()
     app[SOCKETS_KEY] = weakref.WeakSet()
+    app[FORWARDER_KEY] = Forwarder()
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/", _page)
@@ -94,8 +99,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await manager.start()
         yield
     finally:
-        await manager.close_all()
-        await store.close()
+        try:
+            await manager.close_all()
+        finally:
+            await app[FORWARDER_KEY].close()
+            await store.close()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -182,6 +190,16 @@ def _same_origin_write(request: web.Request) -> None:
         raise web.HTTPForbidden(reason="Origin Not Allowed")
 
 
+async def _forward(request: web.Request, moved: OwnedElsewhere, path: str) -> web.Response:
+    """Pass a REST call to the host that owns its project (SPEC 12)."""
+    forwarder = request.app[FORWARDER_KEY]
+    lease = get_session_manager(request.app).lease
+    if moved.address is None or forwarder.forwarded(request) or lease is None:
+        # No second hop: the owner changed after the first, or has no address (yet).
+        return _error(503, "owner_unavailable", f"{moved}; try again")
+    return await forwarder.http(request, moved.address, path, lease.host_id or "")
+
+
 async def _list_sessions(request: web.Request) -> web.Response:
     principal = await _principal(request)
     gate = request.app[GATE_KEY]
@@ -196,7 +214,11 @@ async def _get_session(request: web.Request) -> web.Response:
     project = _project(request)
     principal = await _principal(request)
     await _allowed(request, principal, project, "list")
-    info = await get_session_manager(request.app).describe(project)
+    manager = get_session_manager(request.app)
+    moved = await manager.owner_elsewhere(project)
+    if moved is not None:
+        return await _forward(request, moved, f"/api/sessions/{project}")
+    info = await manager.describe(project)
     if info is None:
         raise web.HTTPNotFound(reason="Not Found")
     return web.json_response(info)
@@ -216,6 +238,10 @@ async def _post_session(request: web.Request) -> web.Response:
         return _error(503, "session_limit", str(exc))
     except ShuttingDown as exc:
         return _error(503, "shutting_down", str(exc))
+    except HostFenced as exc:
+        return _error(503, "host_fenced", str(exc))
+    except OwnedElsewhere as moved:
+        return await _forward(request, moved, f"/api/sessions/{project}")
     except SpawnError as exc:
         return _error(500, "spawn_failed", str(exc))
     info = await manager.describe(project)
@@ -229,7 +255,11 @@ async def _delete_session(request: web.Request) -> web.Response:
     await _allowed(request, principal, project, "close")
     manager = get_session_manager(request.app)
     forget = request.query.get("forget") in ("1", "true", "yes")
-    if not await manager.close_session(project, forget=forget):
+    try:
+        closed = await manager.close_session(project, forget=forget)
+    except OwnedElsewhere as moved:
+        return await _forward(request, moved, f"/api/sessions/{project}")
+    if not closed:
         raise web.HTTPNotFound(reason="Not Found")
     log.info("close project=%s forget=%s", project, forget)
     return web.json_response(await manager.describe(project))
@@ -237,7 +267,9 @@ async def _delete_session(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     await _principal(request)
-    text = request.app[METRICS_KEY].render(get_session_manager(request.app))
+    text = request.app[METRICS_KEY].render(
+        get_session_manager(request.app), request.app[FORWARDER_KEY].forwards
+    )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -309,6 +341,23 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
         )
 
 
+async def _forward_socket(
+    ws: web.WebSocketResponse, request: web.Request, moved: OwnedElsewhere, project: str
+) -> web.WebSocketResponse:
+    """Relay the WebSocket to the host that owns its project (SPEC 12)."""
+    app = request.app
+    forwarder = app[FORWARDER_KEY]
+    lease = get_session_manager(app).lease
+    if moved.address is None or forwarder.forwarded(request) or lease is None:
+        return await _refuse(
+            ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "owner changing; try again", "moved"
+        )
+    app[SOCKETS_KEY].add(ws)
+    log.info("forward project=%s to=%s", project, moved.address)
+    await forwarder.websocket(ws, request, moved.address, f"/ws/{project}", lease.host_id or "")
+    return ws
+
+
 async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocketResponse:
     """Identify, authorise, find or start the session, then hand the socket to a client."""
     app = request.app
@@ -340,6 +389,10 @@ async def _open(ws: web.WebSocketResponse, request: web.Request) -> web.WebSocke
         return await _refuse(ws, request, protocol.CLOSE_TRY_AGAIN_LATER, str(exc), "session_limit")
     except ShuttingDown as exc:
         return await _refuse(ws, request, protocol.CLOSE_GOING_AWAY, str(exc), "shutting_down")
+    except HostFenced as exc:
+        return await _refuse(ws, request, protocol.CLOSE_TRY_AGAIN_LATER, str(exc), "fenced")
+    except OwnedElsewhere as moved:
+        return await _forward_socket(ws, request, moved, project)
     except SpawnError as exc:
         return await _refuse(
             ws, request, protocol.CLOSE_INTERNAL_ERROR, str(exc)[:120], "spawn_failed"
