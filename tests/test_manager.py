@@ -57,6 +57,9 @@ class Probe:
         self.exits.append(status)
         self.changed.set()
 
+    def send_moved(self) -> None:
+        self.moved = True
+
     @classmethod
     def attach(cls, session: PTYSession) -> Probe:
         """Attach as the web layer does: replay first, then live output, nothing between."""

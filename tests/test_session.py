@@ -216,6 +216,9 @@ class SizedProbe:
     def send_exit(self, status: object) -> None:
         pass
 
+    def send_moved(self) -> None:
+        self.moved = True
+
 
 async def test_when_the_active_client_leaves_the_one_before_takes_over(
     manager_factory: Factory,
