@@ -32,7 +32,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import ViewportSize, async_playwright
 
 REPO = Path(__file__).resolve().parent.parent
-# The tests' stand-in API and helpers, from this checkout.
+# The tests' API stand-in, Claude config and browser settings, from this checkout.
 sys.path.insert(0, str(REPO))
 
 from tests.api_standin import Bash, Text, running_standin  # noqa: E402
