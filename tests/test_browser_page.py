@@ -10,8 +10,8 @@ injects, so the states come from the server exactly as they would for Claude.
 The browser APIs a headless browser cannot show (a notification, another tab opening, the tab
 being hidden) are observed by init scripts that record the calls the page makes.
 
-Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-claude.png and
-docs/screenshot-find.png.
+Set ``WXCODE_PTY_SCREENSHOT_DIR=docs`` to refresh docs/screenshot-find.png;
+scripts/screenshot-claude.py makes docs/screenshot-claude.png with the real Claude CLI.
 """
 
 from __future__ import annotations
@@ -206,7 +206,6 @@ def test_waiting_shows_its_detail_and_marks_the_tab(
     assert re.fullmatch(rf"Claude waiting: {PERMISSION} · \d+s", _work_text(term)), _work_text(term)
     assert term.page.locator("#st-work").get_attribute("data-state") == "waiting"
     assert term.page.title() == "● Claude stand-in · waits · wxcode-pty"
-    _screenshot(term, "screenshot-claude.png", tmp_path)
 
     # Answered: working, then ready; the mark goes.
     _type(term, "y")

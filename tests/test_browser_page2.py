@@ -1,5 +1,6 @@
 """The page when things go wrong or the screen is small, in a real Chromium against a real
-server: an overlay that says why the page is disconnected and when it tries again; a page
+server: an overlay that says why the page is disconnected and when it tries again; an exit
+that waits for the user; a missing token said in words the user can act on; a page
 that stops typing when the server refuses this user's input; the chooser's live list of
 sessions with a close button; and a row of extra keys on touch screens.
 
@@ -138,6 +139,61 @@ def test_overlay_says_why_and_when_and_goes_once_connected(
     overlay.wait_for(state="hidden")
     term.wait_screen(PROMPT)
     term.run("echo back-$((40+2))", "back-42")
+
+
+def test_an_exit_waits_for_the_user_and_enter_starts_the_program_again(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    server = _serve(servers, tmp_path, free_port(), "--command", SHELL, "--no-token")
+    term = Page(context)
+    urls: list[str] = []
+    term.page.on("websocket", lambda ws: urls.append(ws.url))
+    term.page.goto(f"{server.origin}/?project=demo")
+    term.wait_status("connected")
+    term.wait_screen(PROMPT)
+    first = term.state()["sessionId"]
+
+    term.run("exit 3", "exit 3")
+    term.wait_status("exited")
+    state = term.page.locator("#st-state")
+    assert state.inner_text() == "exited with code 3 — press Enter or click to restart"
+    assert state.get_attribute("data-tone") == "warn"
+    assert term.page.locator("#st-action").inner_text() == "Restart"
+    # The program's last screen stays in view: no overlay over it.
+    assert term.page.locator("#overlay").is_hidden()
+
+    # A restart is a fresh attach (the ended run's offsets mean nothing to the next one).
+    term.page.keyboard.press("Enter")
+    term._wait(
+        "(old) => { const s = window.wxcodePty.state();"
+        " return s.status === 'connected' && s.sessionId !== null && s.sessionId !== old; }",
+        first,
+        test_browser.TIMEOUT_MS,
+        "a connection to the program started again",
+    )
+    assert len(urls) == 2 and "since=" not in urls[1], urls
+    assert term.page.locator("#st-action").is_hidden()
+    term.wait_screen(PROMPT)
+    term.run("echo again-$((40+2))", "again-42")
+
+
+def test_without_the_token_the_page_says_how_to_sign_in(
+    context: Any, servers: list[Server], tmp_path: Path
+) -> None:
+    server = _serve(servers, tmp_path, free_port(), "--command", SHELL)
+    assert server.token, server.describe()
+    term = Page(context)
+    # The page without the token: the WebSocket's handshake is refused.
+    term.page.goto(f"{server.origin}/?project=demo")
+    term.wait_status("refused")
+    sign_in = "Not authorised: sign in, or open the URL with the token printed by the server."
+    assert term.page.locator("#st-state").inner_text() == sign_in
+    assert term.page.locator("#ov-why").inner_text() == sign_in
+    assert term.page.locator("#ov-title").inner_text() == "Not connected"
+    assert term.page.locator("#st-action").inner_text() == "Retry"
+    # Refused until the user acts: no countdown to another try.
+    assert term.page.locator("#ov-next").inner_text() == ""
+    assert not (tmp_path / "projects" / "demo").exists()
 
 
 @pytest.fixture

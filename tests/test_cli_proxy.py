@@ -22,8 +22,10 @@ import aiohttp
 import pytest
 
 from .conftest import Attached
-from .processes import PROMPT, SHELL, Process, Server, free_port, run_cli
+from .processes import PROMPT, REPO, SHELL, Process, Server, free_port, run_cli
 from .test_cli import one_error_line
+
+STATIC = REPO / "wxcode_pty" / "static"
 
 COOKIE = "wxcode_pty_token"
 PROXY_OPTIONS = [
@@ -127,10 +129,14 @@ async def test_base_path_serves_everything_under_the_prefix(
     assert assets and not [a for a in assets if a.startswith("/") or "://" in a], assets
     for asset in assets:
         assert await status(http, "GET", f"{prefix}/{asset}") == 200, asset
-    async with http.get(f"{prefix}/static/terminal.js") as got:
-        script = await got.text()
-    for absolute in ("'/ws/", '"/ws/', "`/ws/", "'/api/", '"/api/', "`/api/"):
-        assert absolute not in script, f"terminal.js uses an absolute URL: {absolute}"
+    # The page's modules (the connection's WebSocket and REST calls among them) build their
+    # URLs relative to the page too.
+    for module in sorted(STATIC.glob("*.js")):
+        async with http.get(f"{prefix}/static/{module.name}") as got:
+            assert got.status == 200, module.name
+            script = await got.text()
+        for absolute in ("'/ws/", '"/ws/', "`/ws/", "'/api/", '"/api/', "`/api/"):
+            assert absolute not in script, f"{module.name} uses an absolute URL: {absolute}"
 
     await shell_session(http, f"{prefix}/ws/demo", server.origin)
     async with http.get(f"{prefix}/api/sessions/demo") as got:

@@ -34,6 +34,9 @@ def test_wheel_installs_with_migrations_and_static_files(tmp_path: Path) -> None
         "wxcode_pty/static/index.html" in names
         and "wxcode_pty/static/vendor/xterm/xterm.js" in names
     )
+    # Every module of the page: a missing one fails only when the browser imports it.
+    modules = {f"wxcode_pty/static/{js.name}" for js in (ROOT / "wxcode_pty/static").glob("*.js")}
+    assert "wxcode_pty/static/connection.js" in modules and modules <= names, modules - names
     assert "wxcode_pty/py.typed" in names and "wxcode_pty/claude_hook.py" in names
     target = tmp_path / "site"
     subprocess.run(

@@ -3,7 +3,9 @@
 //
 // Plain ES2020 script, no build step: xterm.js and its addons are loaded
 // before it as UMD scripts (window.Terminal, window.FitAddon, ...); this entry
-// module and the modules it imports (constants, util, chooser, session) run after them.
+// module and the modules it imports run after them: the chooser (chooser.js),
+// or the terminal of one project (session.js, which wires connection.js,
+// term.js and chrome.js together).
 
 import { PROJECT_RE, PROJECT_RULE } from './constants.js';
 import { showChooser } from './chooser.js';
