@@ -83,6 +83,7 @@ class HostLease:
         self._heartbeat: asyncio.Task[None] | None = None
         self._connection: asyncpg.Connection[asyncpg.Record] | None = None
         self._takeover: asyncio.Task[None] | None = None
+        self._scanning: asyncio.Task[None] | None = None
         #: Orphans seen in the previous scan: any host takes those, preferred or not.
         self._seen: set[str] = set()
 
@@ -103,7 +104,7 @@ class HostLease:
 
     async def leave(self) -> None:
         """Stop renewing and end the lease at once: peers take over without waiting."""
-        for task in (self._heartbeat, self._takeover):
+        for task in (self._heartbeat, self._scanning, self._takeover):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -162,7 +163,9 @@ class HostLease:
                     else:
                         self._fence()
                         continue
-                await self._scan()
+                if self._scanning is None or self._scanning.done():
+                    # Not awaited: a slow scan on the pool must not delay the next renewal.
+                    self._scanning = asyncio.create_task(self._scan())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -185,11 +188,15 @@ class HostLease:
 
     async def _scan(self) -> None:
         """Take over the sessions whose owners' leases lapsed."""
-        orphans = await self._engine.orphans(self.grace)
+        try:
+            orphans = await self._engine.orphans(self.grace)
+            hosts = sorted(await self._engine.live_hosts()) if orphans else []
+        except Exception as exc:
+            log.warning("host %s: looking for sessions to take over failed: %s", self.host_id, exc)
+            return
         if not orphans:
             self._seen = set()
             return
-        hosts = sorted(await self._engine.live_hosts())
         mine = [
             project
             for project in orphans
