@@ -66,6 +66,7 @@ class HostLease:
         lease: float,
         on_fence: Callable[[], Coroutine[object, object, None]],
         on_orphans: Callable[[list[str]], Coroutine[object, object, None]],
+        on_owned: Callable[[dict[str, int]], None],
     ) -> None:
         self._engine = engine
         self.address = address
@@ -75,6 +76,7 @@ class HostLease:
         self.grace = lease / 5
         self._on_fence = on_fence
         self._on_orphans = on_orphans
+        self._on_owned = on_owned
         self.host_id: str | None = None
         #: loop.time() until which this host may run programs.
         self._valid_until = 0.0
@@ -137,9 +139,14 @@ class HostLease:
             self._fence_timer.cancel()
             self._fence_timer = None
 
+    def lost(self) -> None:
+        """The database says the lease has lapsed (a claim found it so): fence now."""
+        if self.host_id is not None:
+            self._fence()
+
     def _fence(self) -> None:
         """The lease can no longer be confirmed: end everything this host runs."""
-        self._fence_timer = None
+        self._cancel_fence()
         if self._fencing is not None and not self._fencing.done():
             return
         log.error("host %s lost its lease: ending its sessions", self.host_id)
@@ -153,7 +160,9 @@ class HostLease:
             try:
                 if self.host_id is None:
                     if self._fencing is not None:
-                        await asyncio.shield(self._fencing)
+                        # Join again only once the fence is done; a fence that failed has
+                        # logged why and must not keep this host out for good.
+                        await asyncio.wait({self._fencing})
                     await asyncio.wait_for(self._register(), self.interval)
                 else:
                     sent_at = loop.time()
@@ -188,12 +197,16 @@ class HostLease:
 
     async def _scan(self) -> None:
         """Take over the sessions whose owners' leases lapsed."""
+        host_id = self.host_id
         try:
+            owned = await self._engine.owned(host_id) if host_id is not None else {}
             orphans = await self._engine.orphans(self.grace)
             hosts = sorted(await self._engine.live_hosts()) if orphans else []
         except Exception as exc:
             log.warning("host %s: looking for sessions to take over failed: %s", self.host_id, exc)
             return
+        if host_id is not None and host_id == self.host_id:
+            self._on_owned(owned)
         if not orphans:
             self._seen = set()
             return

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from . import proctree
 from .claude import ClaudeCommand
@@ -26,7 +28,7 @@ from .hosts import HostFenced, HostLease
 from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .session import CloseReason, PTYSession
 from .settings import Settings, valid_project_id
-from .store import SessionRecord, SessionStatus, SessionStore
+from .store import OwnershipLost, SessionRecord, SessionStatus, SessionStore
 
 __all__ = [
     "HostFenced",
@@ -52,6 +54,10 @@ class SessionLimitReached(WxcodePtyError):
 
 class ShuttingDown(WxcodePtyError):
     """The server is shutting down: no session is started any more."""
+
+
+class NotRunning(WxcodePtyError):
+    """A takeover found the row no longer marked running (stopped meanwhile)."""
 
 
 class OwnedElsewhere(WxcodePtyError):
@@ -128,6 +134,12 @@ class PTYSessionManager:
         self._swept: set[str] = set()
         #: Shared by all sessions: floods take turns instead of starving the loop.
         self._read_budget = ReadBudget()
+        #: Closes started by the ownership check, kept until they finish.
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Every session whose program may run, starting ones included (the fence ends them).
+        self._runs: set[PTYSession] = set()
+        #: On a shared store: the (host id, epoch) under which each running session was claimed.
+        self._owners: dict[str, tuple[str, int]] = {}
         #: This host's lease when the store is shared by several hosts (SPEC 12).
         self.lease: HostLease | None = None
         if store.shared is not None:
@@ -137,6 +149,7 @@ class PTYSessionManager:
                 lease=settings.host_lease,
                 on_fence=self._fence,
                 on_orphans=self._take_over,
+                on_owned=self._check_owned,
             )
 
     # -- start and stop ----------------------------------------------------------------------
@@ -302,12 +315,14 @@ class PTYSessionManager:
         cols: int | None = None,
         rows: int | None = None,
         hold_output: bool = False,
+        orphan: bool = False,
     ) -> tuple[PTYSession, bool]:
         """``(session, created)``: the running session, or a new one and True.
 
         With ``hold_output``, a new session's output is not read until the caller calls
         ``session.release_output()`` (after attaching its client): the first client sees the
-        program's output from its first byte, however fast it comes.
+        program's output from its first byte, however fast it comes. With ``orphan`` (a
+        takeover), a session is started only while its row is still marked running.
         """
         check_project_id(output_project_id)
         while True:
@@ -330,7 +345,9 @@ class PTYSessionManager:
                 raise SessionLimitReached(
                     f"session limit reached ({self.settings.max_sessions} running)"
                 )
-            task = asyncio.create_task(self._start(output_project_id, cols, rows, hold_output))
+            task = asyncio.create_task(
+                self._start(output_project_id, cols, rows, hold_output, orphan)
+            )
             self._starting[output_project_id] = task
             try:
                 return await asyncio.shield(task), True
@@ -341,18 +358,21 @@ class PTYSessionManager:
                 raise
 
     async def _start(
-        self, output_project_id: str, cols: int | None, rows: int | None, hold: bool
+        self, output_project_id: str, cols: int | None, rows: int | None, hold: bool, orphan: bool
     ) -> PTYSession:
         try:
-            return await self._spawn_new(output_project_id, cols, rows, hold)
+            return await self._spawn_new(output_project_id, cols, rows, hold, orphan)
         finally:
             self._starting.pop(output_project_id, None)
 
     async def _spawn_new(
-        self, output_project_id: str, cols: int | None, rows: int | None, hold: bool
+        self, output_project_id: str, cols: int | None, rows: int | None, hold: bool, orphan: bool
     ) -> PTYSession:
         while True:
             row = await self.store.get(output_project_id)
+            if orphan and (row is None or row.status != SessionStatus.RUNNING):
+                # Stopped (or forgotten) since the scan saw it: a takeover must not undo that.
+                raise NotRunning(f"project {output_project_id} is no longer marked running")
             session = await self._spawn_from(output_project_id, row, cols, rows, hold)
             if session is not None:
                 return session
@@ -422,7 +442,9 @@ class PTYSessionManager:
             argv=base_argv,
             profile=profile,
             settings=settings,
-            recorder=self.store.row_writer(output_project_id, owner),
+            recorder=self.store.row_writer(
+                output_project_id, owner, timeout=self.lease.grace if self.lease else None
+            ),
             claude_session_id=record.claude_session_id,
             cols=cols,
             rows=rows,
@@ -432,11 +454,21 @@ class PTYSessionManager:
             budget=self._read_budget,
             on_end=self._on_session_end,
         )
-        await session.start(hold_output=hold)
-        if self.lease is not None and not self.lease.holding:
-            # Fenced while it started: the fence did not see it, so it ends here.
+        if owner is not None and not self._still_ours(owner):
+            raise HostFenced("this host lost its lease while claiming the session")
+        self._runs.add(session)
+        try:
+            await session.start(hold_output=hold)
+        except BaseException:
+            self._runs.discard(session)
+            raise
+        if owner is not None and not self._still_ours(owner):
+            # Fenced (and perhaps joined again under a new id) while it started: the fence
+            # killed its program if it had one; the session ends here.
             await session.close(CloseReason.FENCED)
             raise HostFenced("this host lost its lease while starting the session")
+        if owner is not None:
+            self._owners[output_project_id] = owner
         self._by_project[output_project_id] = session
         self._by_id[session.session_id] = session
         self.counters["respawns" if resumed else "spawns"] += 1
@@ -460,12 +492,18 @@ class PTYSessionManager:
             raise HostFenced("this host cannot reach the database to confirm its lease")
         claim = await self.store.claim(record, host_id, row, self.lease.grace)
         if claim.lost_lease:
+            self.lease.lost()
             raise HostFenced("this host's lease has lapsed")
         if claim.owner is not None:
             raise OwnedElsewhere(record.output_project_id, claim.owner.address)
         if claim.epoch is None:
             return None
         return host_id, claim.epoch
+
+    def _still_ours(self, owner: tuple[str, int]) -> bool:
+        """The lease under which ``owner`` was claimed is still this host's, and holds."""
+        assert self.lease is not None
+        return self.lease.holding and self.lease.host_id == owner[0]
 
     def _left_running(self, row: SessionRecord) -> bool:
         return row.status == SessionStatus.RUNNING and row.session_id not in self._swept
@@ -490,8 +528,10 @@ class PTYSessionManager:
 
     def _on_session_end(self, session: PTYSession, status: ExitStatus) -> None:
         self.counters["exits"] += 1
+        self._runs.discard(session)
         if self._by_project.get(session.output_project_id) is session:
             del self._by_project[session.output_project_id]
+            self._owners.pop(session.output_project_id, None)
         self._by_id.pop(session.session_id, None)
 
     async def _end_old_tree(self, row: SessionRecord) -> None:
@@ -538,7 +578,7 @@ class PTYSessionManager:
         row = await self.store.get(output_project_id)
         if row is None:
             return session is not None
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if row.status == SessionStatus.RUNNING:
             # A row left running by a previous server (or a host that is gone), not respawned.
             await self._end_old_tree(row)
@@ -548,9 +588,14 @@ class PTYSessionManager:
         if changes:
             if owner is not None and owner.owner_host is not None:
                 # Only if nobody took the row over meanwhile (compare and set on its epoch).
-                await self.store.update_owned(
-                    output_project_id, (owner.owner_host, owner.owner_epoch), **changes
-                )
+                try:
+                    await self.store.update_owned(
+                        output_project_id, (owner.owner_host, owner.owner_epoch), **changes
+                    )
+                except OwnershipLost:
+                    # Taken over meanwhile: the request belongs to the new owner now.
+                    moved = await self.owner_elsewhere(output_project_id)
+                    raise moved or OwnedElsewhere(output_project_id, None) from None
             else:
                 await self.store.update(output_project_id, **changes)
         return True
@@ -588,23 +633,52 @@ class PTYSessionManager:
     # -- several hosts -----------------------------------------------------------------------
 
     async def _fence(self) -> None:
-        """This host's lease can no longer be confirmed: end every program it runs, quickly
-        (a peer takes them over 0.4 of the lease from now, SPEC 12)."""
+        """This host's lease can no longer be confirmed: end every program it runs, starting
+        ones included, quickly (a peer may take them 0.4 of the lease from now, SPEC 12)."""
         assert self.lease is not None
         self.counters["fences"] += 1
-        sessions = list(self._by_project.values())
-        await self._end_many(sessions, CloseReason.FENCED, grace=self.lease.lease / 20)
-        log.error("fenced: ended %d session(s)", len(sessions))
+        runs = list(self._runs)
+        for session in runs:
+            session.mark_closing(CloseReason.FENCED)
+        # First each program's own process group, from the loop: no worker thread, no /proc
+        # pass (the partition that cut the database may have hung the shared filesystem, and
+        # with it every worker thread).
+        grace = self.lease.lease / 20
+        programs = [p for p in (s.program for s in runs) if p is not None]
+        for program in programs:
+            program.signal_group(signal.SIGHUP)
+            program.signal_group(signal.SIGCONT)
+        await asyncio.sleep(grace)
+        for program in programs:
+            program.signal_group(signal.SIGKILL)
+        # Then the whole trees (what left the group too), and the sessions' ends.
+        running = [s for s in runs if self._by_project.get(s.output_project_id) is s]
+        await self._end_many(running, CloseReason.FENCED, grace=grace)
+        log.error("fenced: ended %d session(s)", len(runs))
+
+    def _background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_owned(self, owned: dict[str, int]) -> None:
+        """End the sessions whose rows no longer name this host and their epoch (a takeover
+        this host did not see coming; rows edited by hand): their writes would be refused."""
+        for project, (host_id, epoch) in list(self._owners.items()):
+            session = self._by_project.get(project)
+            if session is not None and session.closing is None and owned.get(project) != epoch:
+                log.error("project=%s is no longer owned by host %s: ending it", project, host_id)
+                self._background(session.close(CloseReason.FENCED))
 
     async def _take_over(self, projects: list[str]) -> None:
         """Start the sessions of hosts whose leases lapsed, as restart recovery does."""
         projects = [p for p in projects if p not in self._by_project]
         results = await asyncio.gather(
-            *(self.ensure_session(p) for p in projects), return_exceptions=True
+            *(self.ensure_session(p, orphan=True) for p in projects), return_exceptions=True
         )
         for project, result in zip(projects, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, OwnedElsewhere):
+                if not isinstance(result, OwnedElsewhere | NotRunning):
                     log.warning("taking over project=%s failed: %s", project, result)
             elif result[1]:
                 self.counters["takeovers"] += 1

@@ -419,6 +419,14 @@ class BidirectionalPTY:
         """Bytes of input still waiting for the program to read them."""
         return len(self._pending)
 
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the program's process group now, from the calling thread: no
+        ``/proc`` pass, no worker thread (:meth:`terminate` does the thorough job). Safe from
+        pid reuse: the program is our child, and its pid stays reserved until we reap it."""
+        if self._status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signum)
+
     async def wait(self) -> ExitStatus:
         """Wait until the program exited and every byte it wrote was delivered."""
         return await asyncio.shield(self._done)

@@ -207,6 +207,11 @@ class PTYSession:
         return self._pty
 
     @property
+    def program(self) -> BidirectionalPTY | None:
+        """The current program, or None before the first one is spawned (while starting)."""
+        return self._pty
+
+    @property
     def pid(self) -> int | None:
         return self._pty.pid if self._pty is not None and self._pty.running else None
 

@@ -283,13 +283,22 @@ class SessionStore:
         await self._engine.update(output_project_id, _changes(changes))
 
     async def update_owned(
-        self, output_project_id: str, owner: tuple[str, int], **changes: Any
+        self,
+        output_project_id: str,
+        owner: tuple[str, int],
+        *,
+        timeout: float | None = None,
+        **changes: Any,
     ) -> None:
-        """:meth:`update` while ``owner`` (host id, epoch) holds the row; else OwnershipLost."""
+        """:meth:`update` while ``owner`` (host id, epoch) holds the row; else OwnershipLost.
+        ``timeout``: seconds before the write fails (default: the engine's)."""
         engine = self.shared
         if engine is None:
             raise ValueError("only a shared (PostgreSQL) store has owners")
-        if not await engine.update_fenced(output_project_id, _changes(changes), *owner):
+        host_id, epoch = owner
+        if not await engine.update_fenced(
+            output_project_id, _changes(changes), host_id, epoch, timeout
+        ):
             raise OwnershipLost(f"project {output_project_id} is no longer ours")
 
     async def claim(
@@ -308,10 +317,16 @@ class SessionStore:
     async def delete(self, output_project_id: str) -> None:
         await self._engine.delete(output_project_id)
 
-    def row_writer(self, output_project_id: str, owner: tuple[str, int] | None = None) -> RowWriter:
+    def row_writer(
+        self,
+        output_project_id: str,
+        owner: tuple[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> RowWriter:
         """Ordered writes to one project's row, for the session that runs it; with ``owner``
-        (host id, epoch), each write lands only while that owner holds the row."""
-        return RowWriter(self, output_project_id, owner)
+        (host id, epoch), each write lands only while that owner holds the row, and fails
+        after ``timeout`` seconds (a host cut off from the database must not wait long)."""
+        return RowWriter(self, output_project_id, owner, timeout)
 
 
 def _changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -350,11 +365,16 @@ class RowWriter:
     """
 
     def __init__(
-        self, store: SessionStore, output_project_id: str, owner: tuple[str, int] | None = None
+        self,
+        store: SessionStore,
+        output_project_id: str,
+        owner: tuple[str, int] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._store = store
         self._project = output_project_id
         self._owner = owner
+        self._timeout = timeout
         self._last: asyncio.Task[None] | None = None
         self._queued: set[asyncio.Task[None]] = set()
 
@@ -385,7 +405,9 @@ class RowWriter:
         if self._owner is None:
             await self._store.update(self._project, **changes)
         else:
-            await self._store.update_owned(self._project, self._owner, **changes)
+            await self._store.update_owned(
+                self._project, self._owner, timeout=self._timeout, **changes
+            )
 
     def _log_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -28,6 +28,8 @@ CONNECT_TIMEOUT: Final = 10.0
 #: The pool: one connection kept, a few more under load (writes are rare and short).
 POOL_MIN: Final = 1
 POOL_MAX: Final = 5
+#: Seconds a claim waits for another host's lock on a row.
+LOCK_TIMEOUT: Final = 10.0
 #: The advisory lock key of migrations ("wxcpty"), one per database.
 MIGRATION_LOCK: Final = 0x777863707479
 
@@ -60,7 +62,15 @@ async def _connect_settings(url: str) -> dict[str, str]:
         setting = await probe.fetchval("SHOW synchronous_commit")
     finally:
         await probe.close()
-    return {"synchronous_commit": "on" if setting == "off" else str(setting)}
+    return {
+        "synchronous_commit": "on" if setting == "off" else str(setting),
+        # A host that vanishes (no FIN, no RST) must not hold row locks for the kernel's
+        # default two hours of keepalive silence, nor a transaction open for ever.
+        "tcp_keepalives_idle": "10",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
+        "idle_in_transaction_session_timeout": "30s",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +140,8 @@ class PostgresEngine:
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=CONNECT_TIMEOUT,
-            server_settings=settings,
+            # A claim waits for a row lock at most this long (its holder may be gone).
+            server_settings={**settings, "lock_timeout": f"{int(LOCK_TIMEOUT * 1000)}ms"},
         )
         assert pool is not None  # typed optional by some asyncpg-stubs versions
         return cls(url, settings, pool, columns)
@@ -316,6 +327,15 @@ class PostgresEngine:
         )
         return {row["output_project_id"]: row["address"] for row in rows}
 
+    async def owned(self, host_id: str) -> dict[str, int]:
+        """The projects whose rows name ``host_id`` as their owner, with their epochs."""
+        rows = await self._pool.fetch(
+            "SELECT output_project_id, owner_epoch FROM sessions WHERE owner_host = $1",
+            host_id,
+            timeout=STATEMENT_TIMEOUT,
+        )
+        return {row["output_project_id"]: row["owner_epoch"] for row in rows}
+
     async def orphans(self, grace: float) -> list[str]:
         """Projects marked running whose owner's lease lapsed more than ``grace`` ago."""
         rows = await self._pool.fetch(
@@ -339,9 +359,14 @@ class PostgresEngine:
         current owner's lease is read: whoever claimed the row before us is visible to it.
         """
         project = row[0]
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with (
+            self._pool.acquire(timeout=CONNECT_TIMEOUT) as connection,
+            connection.transaction(),
+        ):
+            # clock_timestamp(), not now(): the row lock below may be waited for, and the
+            # lease must hold when the claim is decided, not when the transaction began.
             mine = await connection.fetchval(
-                "SELECT lease_until > now() FROM hosts WHERE host_id = $1", host_id
+                "SELECT lease_until > clock_timestamp() FROM hosts WHERE host_id = $1", host_id
             )
             if not mine:
                 return Claim(lost_lease=True)
@@ -349,7 +374,12 @@ class PostgresEngine:
                 "SELECT owner_host, owner_epoch, updated_at FROM sessions"
                 " WHERE output_project_id = $1 FOR UPDATE",
                 project,
+                timeout=STATEMENT_TIMEOUT,
             )
+            if not await connection.fetchval(
+                "SELECT lease_until > clock_timestamp() FROM hosts WHERE host_id = $1", host_id
+            ):
+                return Claim(lost_lease=True)
             if current is None:
                 if seen is not None:
                     return Claim(changed=True)
@@ -359,15 +389,18 @@ class PostgresEngine:
                     *row,
                     host_id,
                     1,
+                    timeout=STATEMENT_TIMEOUT,
                 )
                 return Claim(epoch=inserted) if inserted is not None else Claim(changed=True)
             owner = current["owner_host"]
             if owner is not None and owner != host_id:
                 holder = await connection.fetchrow(
-                    "SELECT address, lease_until > now() AS live FROM hosts"
-                    " WHERE host_id = $1 AND lease_until > now() - make_interval(secs => $2)",
+                    "SELECT address, lease_until > clock_timestamp() AS live FROM hosts"
+                    " WHERE host_id = $1"
+                    " AND lease_until > clock_timestamp() - make_interval(secs => $2)",
                     owner,
                     grace,
+                    timeout=STATEMENT_TIMEOUT,
                 )
                 if holder is not None:
                     address = holder["address"] if holder["live"] else None
@@ -376,11 +409,16 @@ class PostgresEngine:
                     )
             if seen is None or current["updated_at"] != seen:
                 return Claim(changed=True)
-            epoch = await connection.fetchval(self._claim, *row, host_id)
+            epoch = await connection.fetchval(self._claim, *row, host_id, timeout=STATEMENT_TIMEOUT)
             return Claim(epoch=epoch)
 
     async def update_fenced(
-        self, output_project_id: str, changes: Mapping[str, Any], owner: str, epoch: int
+        self,
+        output_project_id: str,
+        changes: Mapping[str, Any],
+        owner: str,
+        epoch: int,
+        timeout: float | None = None,
     ) -> bool:
         """``update``, only while ``owner`` holds the row at ``epoch``; whether it did."""
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=1))
@@ -392,6 +430,6 @@ class PostgresEngine:
             output_project_id,
             owner,
             epoch,
-            timeout=STATEMENT_TIMEOUT,
+            timeout=timeout or STATEMENT_TIMEOUT,
         )
         return bool(status == "UPDATE 1")
