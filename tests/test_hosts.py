@@ -101,8 +101,8 @@ async def test_a_new_owner_fences_the_old_owners_writes(postgres_url: str, tmp_p
     try:
         engine = store.shared
         assert engine is not None
-        await engine.register_host("h1", "http://h1.invalid", 30)
-        await engine.register_host("h2", "http://h2.invalid", 30)
+        await engine.register_host("h1", "http://h1.invalid", 30, None)
+        await engine.register_host("h2", "http://h2.invalid", 30, None)
         first = await store.claim(record("p", tmp_path), "h1", None, 0.0)
         assert first.epoch == 1
         row = await store.get("p")
@@ -230,3 +230,40 @@ async def test_a_host_that_loses_the_database_ends_its_programs_before_a_peer_ta
         assert ended[project] - cut_at < lease
         assert max(ended.values()) < taken.pty.identity.start_time / ticks
     assert a.counters["fences"] == 1 and b.counters["takeovers"] == 2
+
+
+async def test_a_host_ends_a_session_whose_row_names_another_owner(
+    hosts: Factory, postgres_url: str
+) -> None:
+    a = await hosts("a", 2.0)
+    session = await a.get_or_create_session("p")
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        # As a takeover that this host did not see coming would leave it (or a hand edit).
+        await admin.execute(
+            "UPDATE sessions SET owner_epoch = owner_epoch + 1 WHERE output_project_id = 'p'"
+        )
+    finally:
+        await admin.close()
+    await asyncio.wait_for(session.wait(), 10)
+    assert a.get_session_by_output_project("p") is None
+    row = await a.store.get("p")
+    # Its writes were refused: the row still says running, for the owner it names.
+    assert row is not None and row.status == SessionStatus.RUNNING
+
+
+async def test_a_takeover_does_not_restart_a_session_stopped_meanwhile(
+    hosts: Factory, tmp_path: Path
+) -> None:
+    a = await hosts("a", 60.0)
+    b = await hosts("b", 60.0)
+    await a.ensure_session("p")
+    assert await a.close_session("p")
+    assert a.lease is not None
+    await a.lease.leave()  # a's lease ends: its rows are free to take
+    # The scan saw "p" running a moment ago; the row says stopped now.
+    await b._take_over(["p"])
+    assert b.get_session_by_output_project("p") is None
+    row = await b.store.get("p")
+    assert row is not None and row.status == SessionStatus.STOPPED
+    assert programs_in((tmp_path / "projects" / "p").resolve()) == []

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import ipaddress
 import logging
 import os
 import re
@@ -476,6 +477,17 @@ class Address:
             yield f"{self.scheme}://{name}{port}"
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 maybe in brackets) is this machine only."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _settings(args: argparse.Namespace, profile: CommandProfile, address: Address) -> Settings:
     token = None
     if not args.no_token:
@@ -494,7 +506,17 @@ def _settings(args: argparse.Namespace, profile: CommandProfile, address: Addres
         advertise = address.url.rstrip("/")
         if (address.host or "").lower() in _WILDCARD_HOSTS:
             # Peers cannot reach "0.0.0.0": this machine's name is the best guess.
-            advertise = advertise.replace(f"//{address.host}:", f"//{socket.gethostname()}:", 1)
+            advertise = (
+                urllib.parse.urlsplit(advertise)
+                ._replace(netloc=f"{socket.gethostname()}:{address.port}")
+                .geturl()
+            )
+        elif _is_loopback(address.host or DEFAULT_HOST):
+            log.warning(
+                "advertising %s to the other hosts: give --advertise with an address they"
+                " can reach unless they all run on this machine",
+                advertise,
+            )
     lease = {} if args.host_lease is None else {"host_lease": args.host_lease}
     try:
         return Settings(

@@ -18,6 +18,7 @@ from typing import Final
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import protocol
 
@@ -46,6 +47,7 @@ _NOT_PASSED: Final = frozenset(
         "sec-websocket-version",
         "sec-websocket-extensions",
         "sec-websocket-accept",
+        "sec-websocket-protocol",
         FORWARDED_HEADER.lower(),
     }
 )
@@ -56,9 +58,14 @@ CONNECT_TIMEOUT: Final = 10.0
 
 
 class Forwarder:
-    """Passes requests to other hosts. One per plugin; :meth:`close` at cleanup."""
+    """Passes requests to other hosts. One per plugin; :meth:`close` at cleanup.
 
-    def __init__(self) -> None:
+    ``heartbeat``: seconds between pings to an owner's WebSocket; an owner that stops answering
+    (gone from the network without a word) is given up, and the client told to reconnect.
+    """
+
+    def __init__(self, heartbeat: float = 20.0) -> None:
+        self._heartbeat = heartbeat
         self._http: aiohttp.ClientSession | None = None
         #: Requests passed on to another host.
         self.forwards = 0
@@ -77,6 +84,9 @@ class Forwarder:
         if self._http is None:
             # No cookie jar: the client's cookies travel in its own Cookie header.
             self._http = aiohttp.ClientSession(
+                # No limit of its own: every relayed WebSocket holds a connection for its life
+                # (the plugin's max_connections bounds them).
+                connector=aiohttp.TCPConnector(limit=0),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
                 auto_decompress=False,
@@ -84,12 +94,8 @@ class Forwarder:
         return self._http
 
     @staticmethod
-    def _headers(request: web.Request, host_id: str) -> dict[str, str]:
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in _NOT_PASSED
-        }
+    def _headers(request: web.Request, host_id: str) -> CIMultiDict[str]:
+        headers = _passed(request.headers)
         peer = request.remote or ""
         previous = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
@@ -117,11 +123,9 @@ class Forwarder:
                 timeout=aiohttp.ClientTimeout(total=60, sock_connect=CONNECT_TIMEOUT),
             ) as answer:
                 payload = await answer.read()
-                headers = {
-                    name: value
-                    for name, value in answer.headers.items()
-                    if name.lower() in ("content-type", "cache-control", "location")
-                }
+                headers = _passed(answer.headers)
+                headers.pop("Date", None)
+                headers.pop("Server", None)
                 return web.Response(status=answer.status, body=payload, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("forwarding %s %s to %s failed: %s", request.method, path, address, exc)
@@ -147,11 +151,15 @@ class Forwarder:
         self.forwards += 1
         url = self._url(address, path, request)
         try:
-            upstream = await self._client().ws_connect(
-                url,
-                headers=self._headers(request, host_id),
-                max_msg_size=0,  # the owner's frames, whatever their size, are its to bound
-                autoping=True,
+            upstream = await asyncio.wait_for(
+                self._client().ws_connect(
+                    url,
+                    headers=self._headers(request, host_id),
+                    max_msg_size=0,  # the owner's frames, whatever their size, are its to bound
+                    autoping=True,
+                    heartbeat=self._heartbeat,
+                ),
+                CONNECT_TIMEOUT,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("forwarding a WebSocket to %s failed: %s", address, exc)
@@ -170,14 +178,34 @@ class Forwarder:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             ended = done.pop()
-            code, reason = ended.result() if not ended.cancelled() else (None, "")
+            code, reason = None, "owning host went away"
+            if not ended.cancelled() and ended.exception() is None:
+                code, reason = ended.result()
             # The side that closed first gives its code to the other.
             other: web.WebSocketResponse | aiohttp.ClientWebSocketResponse
             other = ws if ended is down else upstream
             if not other.closed:
-                await other.close(
-                    code=code or protocol.CLOSE_GOING_AWAY, message=reason.encode()[:120]
-                )
+                await other.close(code=code or protocol.CLOSE_GOING_AWAY, message=_reason(reason))
+
+
+def _passed(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """``headers`` without those of one hop, the WebSocket handshake's, and any that
+    ``Connection`` names (RFC 9110 7.6.1); repeated ones (``Set-Cookie``) stay repeated."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", [])
+        for token in value.split(",")
+    }
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in _NOT_PASSED and name.lower() not in named
+    )
+
+
+def _reason(reason: str) -> bytes:
+    """A close reason that fits a control frame (123 bytes), cut on a character boundary."""
+    return reason.encode()[:120].decode("utf-8", errors="ignore").encode()
 
 
 async def _relay(

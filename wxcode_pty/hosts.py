@@ -47,6 +47,14 @@ class HostFenced(WxcodePtyError):
     """This host cannot confirm its lease (the database is unreachable): it runs nothing."""
 
 
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            return file.read().strip()
+    except OSError:
+        return None
+
+
 def preferred_host(project: str, hosts: list[str]) -> str:
     """The live host that should take ``project`` over first (rendezvous hashing)."""
     return max(
@@ -78,6 +86,8 @@ class HostLease:
         self._on_orphans = on_orphans
         self._on_owned = on_owned
         self.host_id: str | None = None
+        #: This machine's boot id (its processes and a killed predecessor's share it).
+        self.machine: str | None = None
         #: loop.time() until which this host may run programs.
         self._valid_until = 0.0
         self._fence_timer: asyncio.TimerHandle | None = None
@@ -122,8 +132,10 @@ class HostLease:
 
     async def _register(self) -> None:
         host_id = uuid.uuid4().hex
+        if self.machine is None:
+            self.machine = await asyncio.to_thread(_boot_id)
         started = asyncio.get_running_loop().time()
-        await self._engine.register_host(host_id, self.address, self.lease)
+        await self._engine.register_host(host_id, self.address, self.lease, self.machine)
         self.host_id = host_id
         self._confirmed(started)
         log.info("host %s joined (address %s, lease %.1fs)", host_id, self.address, self.lease)

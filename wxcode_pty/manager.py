@@ -162,6 +162,7 @@ class PTYSessionManager:
         """
         if self.lease is not None:
             await self.lease.join()
+            await self._end_leftovers()
         else:
             self._recovery = asyncio.create_task(self._recover())
             await asyncio.shield(self._recovery)
@@ -193,6 +194,26 @@ class PTYSessionManager:
         for row, result in zip(rows, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("respawn of %s failed: %s", row.output_project_id, result)
+
+    async def _end_leftovers(self) -> None:
+        """On a shared store: end what hosts killed on this machine left running (programs
+        that ignored the hangup), before a peer or this host starts those sessions again."""
+        assert self.lease is not None
+        if self.lease.machine is None:
+            return
+        rows = await self.store.leftovers(self.lease.machine)
+        if rows:
+            ended = await proctree.end_trees(
+                [_old_tree(row) for row in rows], grace=self.settings.kill_grace
+            )
+            for row, processes in zip(rows, ended, strict=True):
+                if processes:
+                    log.info(
+                        "ended %d process(es) left from project=%s",
+                        len(processes),
+                        row.output_project_id,
+                    )
+            self._swept.update(row.session_id for row in rows)
 
     @property
     def accepting(self) -> bool:

@@ -317,6 +317,13 @@ class SessionStore:
     async def delete(self, output_project_id: str) -> None:
         await self._engine.delete(output_project_id)
 
+    async def leftovers(self, machine: str) -> Sequence[SessionRecord]:
+        """Rows left running by hosts gone from ``machine`` (a shared store)."""
+        engine = self.shared
+        if engine is None:
+            raise ValueError("only a shared (PostgreSQL) store has hosts")
+        return [_from_row(row) for row in await engine.leftovers(machine)]
+
     def row_writer(
         self,
         output_project_id: str,

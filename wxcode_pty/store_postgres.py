@@ -116,6 +116,10 @@ class PostgresEngine:
         self._columns = columns
         names = ", ".join(columns)
         self._select = f"SELECT {names} FROM sessions"
+        self._select_joined = (
+            f"SELECT {', '.join(f's.{c}' for c in columns)} FROM sessions s"
+            " JOIN hosts h ON h.host_id = s.owner_host"
+        )
         placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
         replace_all = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "output_project_id")
         self._upsert = (
@@ -254,14 +258,28 @@ class PostgresEngine:
     # -- several hosts (SPEC 12) ----------------------------------------------------------------
     # Leases are judged by the database's clock (now()), never by comparing hosts' clocks.
 
-    async def register_host(self, host_id: str, address: str | None, lease: float) -> None:
+    async def register_host(
+        self, host_id: str, address: str | None, lease: float, machine: str | None
+    ) -> None:
         await self._pool.execute(
-            "INSERT INTO hosts (host_id, address, lease_until)"
-            " VALUES ($1, $2, now() + make_interval(secs => $3))",
+            "INSERT INTO hosts (host_id, address, lease_until, machine)"
+            " VALUES ($1, $2, now() + make_interval(secs => $3), $4)",
             host_id,
             address,
             lease,
+            machine,
             timeout=STATEMENT_TIMEOUT,
+        )
+
+    async def leftovers(self, machine: str) -> list[Iterable[Any]]:
+        """Rows marked running whose owner ran on ``machine`` and whose lease has lapsed."""
+        return list(
+            await self._pool.fetch(
+                f"{self._select_joined} WHERE s.status = 'running' AND h.machine = $1"
+                " AND h.lease_until < now()",
+                machine,
+                timeout=STATEMENT_TIMEOUT,
+            )
         )
 
     async def renew_host(

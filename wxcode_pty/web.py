@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS_KEY] = Metrics()
     app[FRAMES_KEY] = OutputFrames()
     app[SOCKETS_KEY] = weakref.WeakSet()
-    app[FORWARDER_KEY] = Forwarder()
+    app[FORWARDER_KEY] = Forwarder(heartbeat=settings.heartbeat)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/", _page)
@@ -190,13 +190,26 @@ def _same_origin_write(request: web.Request) -> None:
         raise web.HTTPForbidden(reason="Origin Not Allowed")
 
 
+def _may_forward(request: web.Request, moved: OwnedElsewhere) -> bool:
+    """Whether a request may go to ``moved.address``: never a second hop (the owner changed
+    after the first), never to no address (the owner gave none, or its lease is lapsing),
+    never back to this host (two hosts advertising one address: a configuration error)."""
+    settings = request.app[SETTINGS_KEY]
+    if moved.address is None or request.app[FORWARDER_KEY].forwarded(request):
+        return False
+    if moved.address.rstrip("/") == (settings.advertise_url or "").rstrip("/"):
+        log.error("another host advertises this host's own address %s", moved.address)
+        return False
+    return get_session_manager(request.app).lease is not None
+
+
 async def _forward(request: web.Request, moved: OwnedElsewhere, path: str) -> web.Response:
     """Pass a REST call to the host that owns its project (SPEC 12)."""
+    if not _may_forward(request, moved):
+        return _error(503, "owner_unavailable", f"{moved}; try again")
     forwarder = request.app[FORWARDER_KEY]
     lease = get_session_manager(request.app).lease
-    if moved.address is None or forwarder.forwarded(request) or lease is None:
-        # No second hop: the owner changed after the first, or has no address (yet).
-        return _error(503, "owner_unavailable", f"{moved}; try again")
+    assert lease is not None and moved.address is not None
     return await forwarder.http(request, moved.address, path, lease.host_id or "")
 
 
@@ -346,12 +359,13 @@ async def _forward_socket(
 ) -> web.WebSocketResponse:
     """Relay the WebSocket to the host that owns its project (SPEC 12)."""
     app = request.app
-    forwarder = app[FORWARDER_KEY]
-    lease = get_session_manager(app).lease
-    if moved.address is None or forwarder.forwarded(request) or lease is None:
+    if not _may_forward(request, moved):
         return await _refuse(
             ws, request, protocol.CLOSE_TRY_AGAIN_LATER, "owner changing; try again", "moved"
         )
+    forwarder = app[FORWARDER_KEY]
+    lease = get_session_manager(app).lease
+    assert lease is not None and moved.address is not None
     app[SOCKETS_KEY].add(ws)
     log.info("forward project=%s to=%s", project, moved.address)
     await forwarder.websocket(ws, request, moved.address, f"/ws/{project}", lease.host_id or "")

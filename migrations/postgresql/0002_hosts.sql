@@ -5,6 +5,9 @@ CREATE TABLE hosts (
     host_id     TEXT PRIMARY KEY,
     -- Where peers forward requests for this host's sessions (the plugin's base URL).
     address     TEXT,
+    -- The machine's boot id: a host that starts again on the same machine ends what a
+    -- killed predecessor there left running (programs that ignored the hangup).
+    machine     TEXT,
     started_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     -- The database's clock decides: no host compares its own clock with another's.
     lease_until TIMESTAMPTZ NOT NULL
