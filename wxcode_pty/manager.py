@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from . import proctree
 from .claude import ClaudeCommand
@@ -29,6 +29,9 @@ from .pty import BidirectionalPTY, ExitStatus, ReadBudget, SpawnError
 from .session import CloseReason, PTYSession
 from .settings import Settings, valid_project_id
 from .store import OwnershipLost, SessionRecord, SessionStatus, SessionStore
+
+if TYPE_CHECKING:
+    from .store_postgres import Owner
 
 __all__ = [
     "HostFenced",
@@ -567,12 +570,24 @@ class PTYSessionManager:
     async def update_claude_session_id(
         self, output_project_id: str, claude_session_id: str | None, *, reason: str | None = None
     ) -> None:
-        """Store the project's current Claude session id and tell the attached clients."""
+        """Store the project's current Claude session id and tell the attached clients.
+
+        On a shared store, OwnedElsewhere when another host owns the project: call that one.
+        """
         session = self._by_project.get(check_project_id(output_project_id))
         if session is not None:
             await session.set_claude_session_id(claude_session_id, reason=reason)
-        else:
+        elif self.store.shared is None:
             await self.store.update(output_project_id, claude_session_id=claude_session_id)
+        else:
+            owner = await self.store.shared.owner(output_project_id, self.grace)
+            if owner is None:
+                return
+            if owner.held and owner.owner_host != self._host_id():
+                raise OwnedElsewhere(output_project_id, owner.address if owner.live else None)
+            await self._write_not_running(
+                output_project_id, owner, claude_session_id=claude_session_id
+            )
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -607,19 +622,25 @@ class PTYSessionManager:
         if forget:
             changes["claude_session_id"] = None
         if changes:
-            if owner is not None and owner.owner_host is not None:
-                # Only if nobody took the row over meanwhile (compare and set on its epoch).
-                try:
-                    await self.store.update_owned(
-                        output_project_id, (owner.owner_host, owner.owner_epoch), **changes
-                    )
-                except OwnershipLost:
-                    # Taken over meanwhile: the request belongs to the new owner now.
-                    moved = await self.owner_elsewhere(output_project_id)
-                    raise moved or OwnedElsewhere(output_project_id, None) from None
-            else:
-                await self.store.update(output_project_id, **changes)
+            await self._write_not_running(output_project_id, owner, **changes)
         return True
+
+    async def _write_not_running(
+        self, output_project_id: str, owner: Owner | None, **changes: Any
+    ) -> None:
+        """Write the row of a project this host does not run: on a shared store, only if
+        nobody took the row over since ``owner`` was read (compare and set on its epoch)."""
+        if owner is None or owner.owner_host is None:
+            await self.store.update(output_project_id, **changes)
+            return
+        try:
+            await self.store.update_owned(
+                output_project_id, (owner.owner_host, owner.owner_epoch), **changes
+            )
+        except OwnershipLost:
+            # Taken over meanwhile: the request belongs to the new owner now.
+            moved = await self.owner_elsewhere(output_project_id)
+            raise moved or OwnedElsewhere(output_project_id, None) from None
 
     async def cleanup_idle_sessions(self) -> list[str]:
         """End sessions with no client and no activity for ``idle_timeout``; their ids."""
