@@ -291,8 +291,11 @@ class PTYSessionManager:
     def _info(self, row: SessionRecord, host: str | None = None) -> SessionInfo:
         session = self._by_project.get(row.output_project_id)
         live = session is not None and session.closing is None
+        remote_pid = None
         if session is not None:
             host = self.settings.advertise_url
+        elif host is not None and row.status == SessionStatus.RUNNING:
+            remote_pid = row.pid  # another live host runs it: the pid on that host
         return SessionInfo(
             session_id=session.session_id if session else row.session_id,
             output_project_id=row.output_project_id,
@@ -303,7 +306,7 @@ class PTYSessionManager:
             kind=row.kind,
             status=SessionStatus.RUNNING if live else row.status,
             status_reason=row.status_reason,
-            pid=session.pid if session is not None and live else None,
+            pid=session.pid if session is not None and live else remote_pid,
             cols=session.cols if session else row.cols,
             rows=session.rows if session else row.rows,
             clients=len(session.clients) if session else 0,
