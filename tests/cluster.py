@@ -102,7 +102,7 @@ class ClusterHost:
             "--db", self.database,
             "--advertise", self.url,
             "--workdir", str(c.workdir),
-            "--command", c.command,
+            *(["--command", c.command] if c.program is None else c.program),
             "--host-lease", f"{c.lease:g}",
             *c.extra_args,
         ]  # fmt: skip
@@ -112,6 +112,8 @@ class ClusterHost:
         assert not self.alive, f"{self.name} is running already"
         self.starts += 1
         env = child_env(WXCODE_PTY_TOKEN=self.cluster.token, **self.cluster.env)
+        for name in self.cluster.unset_env:
+            env.pop(name, None)
         # Each start appends to the same stderr file: ``log`` shows every life of the host.
         self.process = Process(self.argv(), self.folder / "server.stderr", env=env)
 
@@ -158,6 +160,9 @@ class ClusterHost:
 class Cluster:
     """``size`` hosts on ``database`` with one workdir and one token.
 
+    The hosts run ``--command command``, or ``program`` (e.g. ``["--claude", path]``) instead;
+    ``env`` is added to their environment and ``unset_env`` taken out of it.
+
     ``relayed`` lists the indexes of the hosts whose database connections go through a
     ``TcpRelay`` (``relays[index]``), so that a test can cut them from PostgreSQL.
     """
@@ -168,20 +173,25 @@ class Cluster:
         database: str,
         *,
         size: int = 3,
-        command: str,
+        command: str = "",
+        program: list[str] | None = None,
         lease: float = 3.0,
         token: str = TOKEN,
         relayed: Iterable[int] = (),
         extra_args: Iterable[str] = (),
         env: dict[str, str] | None = None,
+        unset_env: Iterable[str] = (),
     ) -> None:
+        assert command or program, "a --command, or the options that choose the program"
         self.folder = folder
         self.database = database
         self.command = command
+        self.program = program
         self.lease = lease
         self.token = token
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
+        self.unset_env = list(unset_env)
         self.workdir = folder / "projects"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.relays: dict[int, TcpRelay] = {}
@@ -204,6 +214,10 @@ class Cluster:
         return self
 
     def stop(self) -> None:
+        # All asked at once, so that their shutdowns (bounded, then SIGKILL) overlap.
+        for host in self.hosts:
+            if host.alive and host.process is not None:
+                host.process.signal(signal.SIGTERM)
         for host in self.hosts:
             with contextlib.suppress(Exception):
                 host.stop()
@@ -503,22 +517,31 @@ _STAT = re.compile(rb"^\d+ \(.*\) \S (\d+)", re.S)
 
 
 class ProgramWatcher:
-    """Polls ``/proc`` every ``interval`` seconds on a thread for the processes whose argv
-    contains ``marker``, maps each to its project (the name of its working directory) and
+    """Polls ``/proc`` every ``interval`` seconds on a thread for the processes that have
+    ``marker`` as one of their arguments, maps each to its project (the name of its working directory) and
     records the most that were alive at once per project over the whole watch.
 
     A matching process whose parent matches too is the program's own child (a subshell, a
     worker): only the topmost one counts as a program.
     """
 
-    def __init__(self, marker: str, interval: float = 0.02) -> None:
+    def __init__(
+        self,
+        marker: str,
+        interval: float = 0.02,
+        matches: Callable[[list[bytes]], bool] | None = None,
+    ) -> None:
+        """``matches(argv)`` replaces the marker test where a program's argv cannot carry one
+        (a real Claude binary: its own path as ``argv[0]``)."""
         self.marker = marker.encode()
+        self.matches = matches or (lambda argv: self.marker in argv)
         self.interval = interval
         self.most: dict[str, int] = {}
         self.seen: dict[int, Seen] = {}
         self.polls = 0
         self.at_most_two: dict[str, list[int]] = {}
         self._live: dict[str, set[int]] = {}
+        self._known: dict[int, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="program-watcher", daemon=True)
@@ -545,16 +568,25 @@ class ProgramWatcher:
                 continue
             try:
                 with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    # A zombie's cmdline is empty: ended programs do not count.
-                    if self.marker not in f.read():
+                    # A whole argument, not a substring: the servers' own argv holds the
+                    # marker inside their --command. A zombie's cmdline is empty: ended
+                    # programs do not count.
+                    if not self.matches(f.read().split(b"\0")):
                         continue
+                pid = int(entry.name)
+                if pid in self._known:
+                    # Seen before: a program does not change its folder. (Only a child's
+                    # parent matters, and that does not change while both live.)
+                    found[pid] = self._known[pid]
+                    continue
                 with open(f"/proc/{entry.name}/stat", "rb") as f:
                     match = _STAT.match(f.read())
                 cwd = os.readlink(f"/proc/{entry.name}/cwd")
             except OSError:
                 continue  # it ended while we looked
             if match:
-                found[int(entry.name)] = (int(match.group(1)), os.path.basename(cwd))
+                found[pid] = (int(match.group(1)), os.path.basename(cwd))
+        self._known = found
         return found
 
     def poll(self) -> None:
