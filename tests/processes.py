@@ -111,10 +111,10 @@ class Process:
                 self._changed.wait(min(left, 0.2))
 
     def wait(self, timeout: float) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            self._reap()
+        # Reaped only once it ended: closing stdout while the reader thread is still blocked
+        # reading it would wait for that read (the buffer's lock), i.e. forever.
+        code = self.proc.wait(timeout)
+        self._reap()
         return code
 
     def signal(self, signum: int) -> None:
