@@ -37,8 +37,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from common import percentile, raise_nofile_limit, rss_bytes  # noqa: E402
-from tests.cluster import Cluster, HAProxy  # noqa: E402
 
+from tests.cluster import Cluster, HAProxy  # noqa: E402
 from tests.postgres import PostgresServer, find_bindir, postgres_database  # noqa: E402
 
 PROGRAM = "sh -c 'echo ready; exec cat'"
