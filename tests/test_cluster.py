@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import time
@@ -21,6 +22,8 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import pytest
 
+from .api_standin import assistant_texts, echo_answer, prompts_of, running_standin
+from .claude_cli import REAL_CLAUDE_MISSING, prepare_config_dir, real_claude, transcript_path
 from .cluster import (
     HAPROXY,
     TOKEN,
@@ -32,6 +35,7 @@ from .cluster import (
     new_marker,
 )
 from .conftest import Attached
+from .test_claude_conversations import TURN, until_on_screen
 
 pytestmark = pytest.mark.skipif(
     shutil.which(HAPROXY) is None, reason="HAProxy is not installed: apt-get install haproxy"
@@ -221,9 +225,28 @@ async def wait_moved_off(
         cluster.logs,
         lambda listing: f"not yet moved: {pending(listing)}",
     )
-    # The owner's own description: the pid it runs (another host's list may lag on that).
-    listing = await list_sessions(http, survivors[0].url)
-    return {p: await get_session(http, listing[p]["host"], p) for p in projects}
+    # Each as its owner describes it, once its program is up: another host's list may say
+    # "running" on the new owner a moment before the owner has started it (pid still null).
+    deadline = time.monotonic() + timeout
+    owners = await list_sessions(http, survivors[0].url)
+    described: dict[str, dict[str, Any]] = {}
+    for project in projects:
+        owner = owners[project]["host"]
+
+        async def describe(project: str = project, owner: str = owner) -> dict[str, Any]:
+            return await get_session(http, owner, project)
+
+        def up(info: dict[str, Any], owner: str = owner) -> bool:
+            return info["status"] == "running" and info["pid"] is not None and info["host"] == owner
+
+        described[project] = await eventually(
+            describe,
+            up,
+            max(1.0, deadline - time.monotonic()),
+            f"{project} running on {owner} with a pid",
+            cluster.logs,
+        )
+    return described
 
 
 def pids_of(watcher: ProgramWatcher, projects: list[str]) -> dict[str, int]:
@@ -476,3 +499,83 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
     watcher.wait_for(lambda live: len(live.get("after-cut", ())) == 1)
     assert all(watcher.live()[p] == after[p] for p in projects)
     watcher.assert_never_two()
+
+
+# -- the real Claude CLI -----------------------------------------------------------------------
+
+
+def is_claude(argv: list[bytes]) -> bool:
+    """The real CLI's own process (its children, e.g. a Bash tool's shell, are not)."""
+    return bool(argv) and Path(argv[0].decode(errors="replace")).name in ("claude", "claude.exe")
+
+
+@pytest.mark.real_claude
+async def test_a_conversation_continues_on_another_host_after_its_host_is_killed(
+    make_cluster: Make, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The real CLI, offline against the API stand-in: its host is SIGKILLed mid-conversation
+    and a peer resumes it (``--resume``, same folder, same config dir on shared storage);
+    the next request Claude sends carries the earlier turn."""
+    binary = real_claude()
+    if binary is None:
+        pytest.skip(REAL_CLAUDE_MISSING)
+    project = "cluster-claude"  # a name no other test's Claude runs in
+    async with running_standin() as standin:
+        config = tmp_path / "claude-config"
+        home = tmp_path / "home"
+        home.mkdir()
+        cluster_folder = tmp_path / "cluster0"
+        cwd = cluster_folder / "projects" / project
+        cwd.mkdir(parents=True)
+        prepare_config_dir(config, [cwd], permission_mode="default")
+        with ProgramWatcher("", matches=is_claude) as claudes:
+            cluster = await make_cluster(
+                size=2,
+                program=["--claude", str(binary)],
+                extra_args=[
+                    "--env", f"ANTHROPIC_BASE_URL={standin.url}",
+                    "--env", "ANTHROPIC_AUTH_TOKEN=standin-token",
+                    # Left on, Claude would update itself with npm during the test.
+                    "--env", "DISABLE_AUTOUPDATER=1",
+                ],
+                env={"CLAUDE_CONFIG_DIR": str(config), "HOME": str(home)},
+                # Nothing of the developer's own Claude: no session markers, no account.
+                unset_env=[
+                    k for k in os.environ
+                    if k == "CLAUDECODE" or k.startswith(("CLAUDE_CODE_", "ANTHROPIC_"))
+                ],
+            )  # fmt: skip
+            doomed, survivor = cluster.hosts
+            client = await attach(http, doomed.ws_url, doomed.url, project)
+            await until_on_screen(client, "manual mode on")
+            claude_id = client.hello["claude_session_id"]
+            await client.ws.send_bytes(b"first prompt alpha\r")
+            await standin.wait_for_prompt("first prompt alpha", TURN)
+            await until_on_screen(client, echo_answer("first prompt alpha"))
+            transcript = transcript_path(config, cwd, claude_id)
+            # On disk before the kill, so that the kill cannot be what loses it.
+            async with asyncio.timeout(TURN):
+                while not (
+                    transcript.exists()
+                    and echo_answer("first prompt alpha") in transcript.read_text()
+                ):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.to_thread(doomed.kill)
+            moved = await wait_moved_off(http, cluster, doomed, [project], TAKEOVER + TURN)
+            assert moved[project]["host"] == survivor.url
+            pid = int(moved[project]["pid"])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            assert argv[argv.index("--resume") + 1] == claude_id, argv
+            assert os.readlink(f"/proc/{pid}/cwd") == str(cwd.resolve())
+
+            back = await attach(http, survivor.ws_url, survivor.url, project)
+            assert back.hello["resumed"] is True and back.hello["claude_session_id"] == claude_id
+            await until_on_screen(back, "manual mode on")
+            await back.ws.send_bytes(b"second prompt beta\r")
+            second = await standin.wait_for_prompt("second prompt beta", TURN)
+            assert prompts_of(second.messages) == ["first prompt alpha", "second prompt beta"]
+            assert echo_answer("first prompt alpha") in assistant_texts(second.messages)
+            await back.ws.close()
+        claudes.assert_never_two()
+        assert claudes.most.get(project) == 1, claudes.most
