@@ -1,7 +1,8 @@
 """Several ``wxcode-pty serve`` hosts on one PostgreSQL database (SPEC 12), in real processes.
 
 Three hosts share a database, a workdir and a token; HAProxy (configured from
-``examples/haproxy-cluster.cfg``) sits in front of them. Each session's program is a small
+``examples/haproxy-cluster.cfg``) sits in front of them where a test needs it. Skipped, with
+the reason, without PostgreSQL's binaries or (for the tests through it) HAProxy. Each session's program is a small
 shell with a marker in its argv; a watcher polling ``/proc`` counts, over the whole test, how
 many of them ran at once in each project's folder: never more than one is the property that
 matters most (two Claude processes on one conversation corrupt it).
@@ -36,10 +37,6 @@ from .cluster import (
 )
 from .conftest import Attached
 from .test_claude_conversations import TURN, until_on_screen
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(HAPROXY) is None, reason="HAProxy is not installed: apt-get install haproxy"
-)
 
 #: Seconds a host's lease lasts in these tests (the default, 15, would make them slow).
 LEASE = 3.0
@@ -85,6 +82,8 @@ async def make_cluster(tmp_path: Path, postgres_url: str, marker: str) -> AsyncI
 
 @pytest.fixture
 async def make_proxy(tmp_path: Path) -> AsyncIterator[Callable[[Cluster], Awaitable[HAProxy]]]:
+    if shutil.which(HAPROXY) is None:
+        pytest.skip("HAProxy is not installed: apt-get install haproxy")
     started: list[HAProxy] = []
 
     async def make(cluster: Cluster) -> HAProxy:
@@ -579,3 +578,26 @@ async def test_a_conversation_continues_on_another_host_after_its_host_is_killed
             await back.ws.close()
         claudes.assert_never_two()
         assert claudes.most.get(project) == 1, claudes.most
+
+
+@pytest.mark.parametrize("mode", ["reset", "blackhole"])
+async def test_a_host_cut_from_the_database_still_stops_promptly(
+    mode: Literal["reset", "blackhole"],
+    make_cluster: Make,
+    http: aiohttp.ClientSession,
+    watcher: ProgramWatcher,
+) -> None:
+    """SIGTERM on a host that lost its database: it has nothing left to hand over, and a
+    service manager's stop timeout (90 s for systemd) must not be what ends it."""
+    cluster = await make_cluster(size=2, relayed=[0])
+    cut_off = cluster.hosts[0]
+    await create_on(http, cut_off, ["s0", "s1"])
+    watcher.wait_for(lambda live: "s0" in live and "s1" in live)
+    await asyncio.to_thread(cluster.relays[0].cut, mode)
+    # Fenced, and its sessions taken by the peer: nothing is left for it to do.
+    await wait_moved_off(http, cluster, cut_off, ["s0", "s1"], TAKEOVER)
+    started = time.monotonic()
+    code = await asyncio.to_thread(cut_off.terminate, 30)
+    elapsed = time.monotonic() - started
+    assert code == 0 and elapsed < 10, f"exit {code} after {elapsed:.1f}s\n{cut_off.log()[-3000:]}"
+    watcher.assert_never_two()
