@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -43,8 +44,10 @@ __all__ = [
     "ProgramWatcher",
     "Seen",
     "TcpRelay",
+    "can_isolate",
     "echo_program",
     "haproxy_config",
+    "inner_pid",
     "new_marker",
 ]
 
@@ -53,6 +56,20 @@ TOKEN = "cluster-token-0123456789abcdef"
 EXAMPLE_CONFIG = REPO / "examples" / "haproxy-cluster.cfg"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 _T = TypeVar("_T")
+#: A host in its own PID namespace, with its own /proc; ended with it (--kill-child).
+ISOLATE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+
+
+@functools.cache
+def can_isolate() -> bool:
+    """Whether ``ISOLATE`` works here (it needs root, or user namespaces)."""
+    if shutil.which(ISOLATE[0]) is None:
+        return False
+    try:
+        done = subprocess.run([*ISOLATE, "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def new_marker() -> str:
@@ -114,8 +131,14 @@ class ClusterHost:
         env = child_env(WXCODE_PTY_TOKEN=self.cluster.token, **self.cluster.env)
         for name in self.cluster.unset_env:
             env.pop(name, None)
+        argv = self.argv()
+        if self.cluster.isolated:
+            # Its own PID namespace and /proc, as on a machine of its own: a peer cannot see
+            # (nor end) what this host leaves running, and when the host dies the kernel
+            # ends everything in the namespace, as when a machine goes down.
+            argv = [*ISOLATE, *argv]
         # Each start appends to the same stderr file: ``log`` shows every life of the host.
-        self.process = Process(self.argv(), self.folder / "server.stderr", env=env)
+        self.process = Process(argv, self.folder / "server.stderr", env=env)
 
     def wait_started(self, timeout: float = 30) -> None:
         assert self.process is not None
@@ -127,18 +150,36 @@ class ClusterHost:
 
     @property
     def pid(self) -> int:
+        """The server's own process (not ``unshare``'s, when isolated)."""
         assert self.process is not None
-        return self.process.proc.pid
+        pid = self.process.proc.pid
+        if self.cluster.isolated:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        return pid
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, the lease is left to lapse."""
         assert self.process is not None
+        if self.cluster.isolated and self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         self.process.kill()
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
     def terminate(self, timeout: float = 30) -> int | None:
         """SIGTERM, the graceful shutdown; the exit status (None if it had to be killed)."""
         assert self.process is not None
-        return self.process.stop(timeout)
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
 
     def restart(self, timeout: float = 30) -> None:
         if self.alive:
@@ -153,15 +194,21 @@ class ClusterHost:
         return "\n".join(self.process.lines) + "\n" + self.process.stderr
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(timeout=15)
+        if self.process is None:
+            return
+        if self.alive:
+            self.terminate(15)
+        else:
+            self.process.wait(0)
 
 
 class Cluster:
     """``size`` hosts on ``database`` with one workdir and one token.
 
     The hosts run ``--command command``, or ``program`` (e.g. ``["--claude", path]``) instead;
-    ``env`` is added to their environment and ``unset_env`` taken out of it.
+    ``env`` is added to their environment and ``unset_env`` taken out of it. ``isolated``
+    runs each host in a PID namespace of its own (``can_isolate()`` says whether this machine
+    allows it), so that hosts cannot see each other's processes, as on separate machines.
 
     ``relayed`` lists the indexes of the hosts whose database connections go through a
     ``TcpRelay`` (``relays[index]``), so that a test can cut them from PostgreSQL.
@@ -181,6 +228,7 @@ class Cluster:
         extra_args: Iterable[str] = (),
         env: dict[str, str] | None = None,
         unset_env: Iterable[str] = (),
+        isolated: bool = False,
     ) -> None:
         assert command or program, "a --command, or the options that choose the program"
         self.folder = folder
@@ -192,6 +240,7 @@ class Cluster:
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
         self.unset_env = list(unset_env)
+        self.isolated = isolated
         self.workdir = folder / "projects"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.relays: dict[int, TcpRelay] = {}
@@ -216,8 +265,7 @@ class Cluster:
     def stop(self) -> None:
         # All asked at once, so that their shutdowns (bounded, then SIGKILL) overlap.
         for host in self.hosts:
-            if host.alive and host.process is not None:
-                host.process.signal(signal.SIGTERM)
+            host.signal(signal.SIGTERM)
         for host in self.hosts:
             with contextlib.suppress(Exception):
                 host.stop()
@@ -501,6 +549,14 @@ class TcpRelay:
 
 
 # -- which programs run where ------------------------------------------------------------------
+
+
+def inner_pid(pid: int) -> int:
+    """``pid`` as its own PID namespace numbers it (what an isolated host reports)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return pid
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Several ``wxcode-pty serve`` hosts on one PostgreSQL database (SPEC 12), in real processes.
 
 Three hosts share a database, a workdir and a token; HAProxy (configured from
-``examples/haproxy-cluster.cfg``) sits in front of them. Each session's program is a small
+``examples/haproxy-cluster.cfg``) sits in front of them where a test needs it. Skipped, with
+the reason, without PostgreSQL's binaries or (for the tests through it) HAProxy. Each session's program is a small
 shell with a marker in its argv; a watcher polling ``/proc`` counts, over the whole test, how
 many of them ran at once in each project's folder: never more than one is the property that
 matters most (two Claude processes on one conversation corrupt it).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import time
@@ -21,6 +23,8 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import pytest
 
+from .api_standin import assistant_texts, echo_answer, prompts_of, running_standin
+from .claude_cli import REAL_CLAUDE_MISSING, prepare_config_dir, real_claude, transcript_path
 from .cluster import (
     HAPROXY,
     TOKEN,
@@ -28,14 +32,13 @@ from .cluster import (
     ClusterHost,
     HAProxy,
     ProgramWatcher,
+    can_isolate,
     echo_program,
+    inner_pid,
     new_marker,
 )
 from .conftest import Attached
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(HAPROXY) is None, reason="HAProxy is not installed: apt-get install haproxy"
-)
+from .test_claude_conversations import TURN, until_on_screen
 
 #: Seconds a host's lease lasts in these tests (the default, 15, would make them slow).
 LEASE = 3.0
@@ -81,6 +84,8 @@ async def make_cluster(tmp_path: Path, postgres_url: str, marker: str) -> AsyncI
 
 @pytest.fixture
 async def make_proxy(tmp_path: Path) -> AsyncIterator[Callable[[Cluster], Awaitable[HAProxy]]]:
+    if shutil.which(HAPROXY) is None:
+        pytest.skip("HAProxy is not installed: apt-get install haproxy")
     started: list[HAProxy] = []
 
     async def make(cluster: Cluster) -> HAProxy:
@@ -221,9 +226,28 @@ async def wait_moved_off(
         cluster.logs,
         lambda listing: f"not yet moved: {pending(listing)}",
     )
-    # The owner's own description: the pid it runs (another host's list may lag on that).
-    listing = await list_sessions(http, survivors[0].url)
-    return {p: await get_session(http, listing[p]["host"], p) for p in projects}
+    # Each as its owner describes it, once its program is up: another host's list may say
+    # "running" on the new owner a moment before the owner has started it (pid still null).
+    deadline = time.monotonic() + timeout
+    owners = await list_sessions(http, survivors[0].url)
+    described: dict[str, dict[str, Any]] = {}
+    for project in projects:
+        owner = owners[project]["host"]
+
+        async def describe(project: str = project, owner: str = owner) -> dict[str, Any]:
+            return await get_session(http, owner, project)
+
+        def up(info: dict[str, Any], owner: str = owner) -> bool:
+            return info["status"] == "running" and info["pid"] is not None and info["host"] == owner
+
+        described[project] = await eventually(
+            describe,
+            up,
+            max(1.0, deadline - time.monotonic()),
+            f"{project} running on {owner} with a pid",
+            cluster.logs,
+        )
+    return described
 
 
 def pids_of(watcher: ProgramWatcher, projects: list[str]) -> dict[str, int]:
@@ -261,6 +285,7 @@ async def test_a_terminal_reaches_its_owner_through_any_host_and_through_haproxy
     assert status == 201 and created["host"] == owner.url, created
     watcher.wait_for(lambda live: len(live.get(project, ())) == 1)
     (pid,) = watcher.live()[project]
+    assert pid == created["pid"], "the API names the program that runs"
     forwards_before = await metric(http, routed_to.url, "wxcode_pty_forwards_total")
 
     # Through HAProxy, which sends it to a host that does not own it: the same protocol.
@@ -429,8 +454,13 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
     watcher: ProgramWatcher,
 ) -> None:
     """``reset``: the host hears at once that its connections died. ``blackhole``: they just
-    go silent (the harder case: nothing fails, the renewals never come back)."""
-    cluster = await make_cluster(size=3, relayed=[0])
+    go silent (the harder case: nothing fails, the renewals never come back).
+
+    Each host runs in a PID namespace of its own where the machine allows it: on one machine
+    a peer that takes a session over also ends what is left of its previous run, which would
+    hide a host that does not end its own programs. Either way the old programs must end
+    within the lease, before a peer may take over."""
+    cluster = await make_cluster(size=3, relayed=[0], isolated=can_isolate())
     cut_off = cluster.hosts[0]
     relay = cluster.relays[0]
     projects = [f"c{n}" for n in range(8)]
@@ -441,6 +471,8 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
     await asyncio.to_thread(relay.cut, mode)
     cut_at = time.monotonic()
     moved = await wait_moved_off(http, cluster, cut_off, projects, TAKEOVER)
+    # The successors run: had an old program outlived the cut, the watcher saw both.
+    watcher.assert_never_two()
     after = watcher.wait_for(
         lambda live: all(len(live.get(p, ())) == 1 and before[p] not in live[p] for p in projects)
     )
@@ -452,7 +484,7 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
         assert old.last < new.first, (project, old, new)
         assert old.last - cut_at < LEASE, (project, old.last - cut_at)
         assert moved[project]["session_id"] != created[project]["session_id"]
-        assert moved[project]["pid"] in after[project], (project, moved[project])
+        assert moved[project]["pid"] in {inner_pid(pid) for pid in after[project]}, moved[project]
     assert cut_off.alive, "a host that lost the database keeps serving (and forwarding)"
 
     # The database comes back: the host joins again and runs new sessions, but the ones it
@@ -475,4 +507,107 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
         assert listing[project]["host"] == moved[project]["host"], listing[project]
     watcher.wait_for(lambda live: len(live.get("after-cut", ())) == 1)
     assert all(watcher.live()[p] == after[p] for p in projects)
+    watcher.assert_never_two()
+
+
+# -- the real Claude CLI -----------------------------------------------------------------------
+
+
+def is_claude(argv: list[bytes]) -> bool:
+    """The real CLI's own process (its children, e.g. a Bash tool's shell, are not)."""
+    return bool(argv) and Path(argv[0].decode(errors="replace")).name in ("claude", "claude.exe")
+
+
+@pytest.mark.real_claude
+async def test_a_conversation_continues_on_another_host_after_its_host_is_killed(
+    make_cluster: Make, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The real CLI, offline against the API stand-in: its host is SIGKILLed mid-conversation
+    and a peer resumes it (``--resume``, same folder, same config dir on shared storage);
+    the next request Claude sends carries the earlier turn."""
+    binary = real_claude()
+    if binary is None:
+        pytest.skip(REAL_CLAUDE_MISSING)
+    project = "cluster-claude"  # a name no other test's Claude runs in
+    async with running_standin() as standin:
+        config = tmp_path / "claude-config"
+        home = tmp_path / "home"
+        home.mkdir()
+        cluster_folder = tmp_path / "cluster0"
+        cwd = cluster_folder / "projects" / project
+        cwd.mkdir(parents=True)
+        prepare_config_dir(config, [cwd], permission_mode="default")
+        with ProgramWatcher("", matches=is_claude) as claudes:
+            cluster = await make_cluster(
+                size=2,
+                program=["--claude", str(binary)],
+                extra_args=[
+                    "--env", f"ANTHROPIC_BASE_URL={standin.url}",
+                    "--env", "ANTHROPIC_AUTH_TOKEN=standin-token",
+                    # Left on, Claude would update itself with npm during the test.
+                    "--env", "DISABLE_AUTOUPDATER=1",
+                ],
+                env={"CLAUDE_CONFIG_DIR": str(config), "HOME": str(home)},
+                # Nothing of the developer's own Claude: no session markers, no account.
+                unset_env=[
+                    k for k in os.environ
+                    if k == "CLAUDECODE" or k.startswith(("CLAUDE_CODE_", "ANTHROPIC_"))
+                ],
+            )  # fmt: skip
+            doomed, survivor = cluster.hosts
+            client = await attach(http, doomed.ws_url, doomed.url, project)
+            await until_on_screen(client, "manual mode on")
+            claude_id = client.hello["claude_session_id"]
+            await client.ws.send_bytes(b"first prompt alpha\r")
+            await standin.wait_for_prompt("first prompt alpha", TURN)
+            await until_on_screen(client, echo_answer("first prompt alpha"))
+            transcript = transcript_path(config, cwd, claude_id)
+            # On disk before the kill, so that the kill cannot be what loses it.
+            async with asyncio.timeout(TURN):
+                while not (
+                    transcript.exists()
+                    and echo_answer("first prompt alpha") in transcript.read_text()
+                ):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.to_thread(doomed.kill)
+            moved = await wait_moved_off(http, cluster, doomed, [project], TAKEOVER + TURN)
+            assert moved[project]["host"] == survivor.url
+            pid = int(moved[project]["pid"])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            assert argv[argv.index("--resume") + 1] == claude_id, argv
+            assert os.readlink(f"/proc/{pid}/cwd") == str(cwd.resolve())
+
+            back = await attach(http, survivor.ws_url, survivor.url, project)
+            assert back.hello["resumed"] is True and back.hello["claude_session_id"] == claude_id
+            await until_on_screen(back, "manual mode on")
+            await back.ws.send_bytes(b"second prompt beta\r")
+            second = await standin.wait_for_prompt("second prompt beta", TURN)
+            assert prompts_of(second.messages) == ["first prompt alpha", "second prompt beta"]
+            assert echo_answer("first prompt alpha") in assistant_texts(second.messages)
+            await back.ws.close()
+        claudes.assert_never_two()
+        assert claudes.most.get(project) == 1, claudes.most
+
+
+@pytest.mark.parametrize("mode", ["reset", "blackhole"])
+async def test_a_host_cut_from_the_database_still_stops_promptly(
+    mode: Literal["reset", "blackhole"],
+    make_cluster: Make,
+    http: aiohttp.ClientSession,
+    watcher: ProgramWatcher,
+) -> None:
+    """SIGTERM on a host that lost its database: it has nothing left to hand over, and a
+    service manager's stop timeout (90 s for systemd) must not be what ends it."""
+    cluster = await make_cluster(size=2, relayed=[0], isolated=can_isolate())
+    cut_off = cluster.hosts[0]
+    await create_on(http, cut_off, ["s0", "s1"])
+    watcher.wait_for(lambda live: "s0" in live and "s1" in live)
+    await asyncio.to_thread(cluster.relays[0].cut, mode)
+    # Fenced, and its sessions taken by the peer: nothing is left for it to do.
+    await wait_moved_off(http, cluster, cut_off, ["s0", "s1"], TAKEOVER)
+    started = time.monotonic()
+    code = await asyncio.to_thread(cut_off.terminate, 30)
+    elapsed = time.monotonic() - started
+    assert code == 0 and elapsed < 10, f"exit {code} after {elapsed:.1f}s\n{cut_off.log()[-3000:]}"
     watcher.assert_never_two()
