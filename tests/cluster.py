@@ -707,11 +707,15 @@ class ProgramWatcher:
 
 
 def terminate(process: subprocess.Popen[bytes]) -> None:
-    """Ends a helper process the self-tests started."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+    """Ends a helper process the self-tests started in a session of its own, with whatever
+    it forked (a subshell outlives its parent's SIGTERM otherwise)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -191,7 +191,10 @@ async def test_relay_in_front_of_postgresql(postgres_url: str) -> None:
 
 def spawn(marker: str, cwd: Path, script: str = "sleep 60") -> subprocess.Popen[bytes]:
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(["sh", "-c", script, marker], cwd=cwd, stdin=subprocess.DEVNULL)
+    # A session of its own: ``terminate`` ends it with its children.
+    return subprocess.Popen(
+        ["sh", "-c", script, marker], cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def test_watcher_sees_two_programs_in_one_project(tmp_path: Path) -> None:
@@ -207,7 +210,9 @@ def test_watcher_sees_two_programs_in_one_project(tmp_path: Path) -> None:
             live = watcher.wait_for(lambda live: len(live.get("alpha", ())) == 2)
             assert live["alpha"] == {started[0].pid, started[2].pid}
             # An unmarked process in the same folder is not the test's program.
-            started.append(subprocess.Popen(["sleep", "60"], cwd=tmp_path / "beta"))
+            started.append(
+                subprocess.Popen(["sleep", "60"], cwd=tmp_path / "beta", start_new_session=True)
+            )
             for process in started[:3]:
                 terminate(process)
             watcher.wait_for(lambda live: not live)
