@@ -125,7 +125,7 @@ class HostLease:
         host_id, self.host_id = self.host_id, None
         if host_id is not None:
             try:
-                await self._engine.release_host(host_id)
+                await asyncio.wait_for(self._engine.release_host(host_id), self.interval)
             except Exception as exc:
                 log.warning("could not release the lease of host %s: %s", host_id, exc)
         await self._disconnect()

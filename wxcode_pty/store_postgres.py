@@ -13,6 +13,7 @@ elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +29,8 @@ CONNECT_TIMEOUT: Final = 10.0
 #: The pool: one connection kept, a few more under load (writes are rare and short).
 POOL_MIN: Final = 1
 POOL_MAX: Final = 5
+#: Seconds a graceful close of the pool may take.
+CLOSE_TIMEOUT: Final = 5.0
 #: Seconds a claim waits for another host's lock on a row.
 LOCK_TIMEOUT: Final = 10.0
 #: The advisory lock key of migrations ("wxcpty"), one per database.
@@ -151,7 +154,12 @@ class PostgresEngine:
         return cls(url, settings, pool, columns)
 
     async def close(self) -> None:
-        await self._pool.close()
+        try:
+            # A graceful close waits for each connection's goodbye, which a database cut off
+            # without a word never answers: then the connections are dropped.
+            await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self._pool.terminate()
 
     async def schema_version(self) -> int:
         async with self._pool.acquire() as connection:
