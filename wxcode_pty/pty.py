@@ -46,8 +46,10 @@ _READ_PER_WAKEUP = 64 * 1024
 #: How long output may keep flowing after the program exited (from its descendants) before
 #: they are ended too.
 _LINGER = 0.5
-#: A read shorter than this drained the PTY (Linux hands out at most 4095 bytes per read): a
-#: further read would only wait for the kernel's tty worker to find nothing.
+#: A read shorter than this most likely drained the PTY (the line discipline holds about 4 KB):
+#: a further read would mostly wait for the kernel's tty worker to find nothing. With output
+#: processing a read can stop a little short of it with data left, but reading on after
+#: shorter reads gained nothing (bench/README.md).
 _FULL_READ = 4095
 #: A PTY whose last wakeup brought at least this much is "busy" (a flood, not typing).
 _BUSY = 2048
