@@ -93,6 +93,20 @@ async def test_large_output_is_complete_when_the_program_exits(tmp_path: Path) -
     assert bytes(sink.data) == payload.read_bytes()
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["output-processed", "stty-raw"])
+async def test_a_stream_of_lines_is_complete_and_in_order(tmp_path: Path, raw: bool) -> None:
+    """Lines as programs write them: with output processing (reads joined per wakeup) each
+    newline arrives as CR LF, with ``stty raw`` (reads handed on one by one) unchanged."""
+    payload = tmp_path / "lines"
+    payload.write_bytes(b"".join(b"%08d %s\n" % (i, b"y" * (i % 90)) for i in range(40000)))
+    sink = Sink()
+    setup = "stty raw -echo; " if raw else ""
+    pty = await spawn(["sh", "-c", f"{setup}exec cat {payload}"], sink, tmp_path)
+    assert await asyncio.wait_for(pty.wait(), 30) == ExitStatus(0, None)
+    expected = payload.read_bytes()
+    assert bytes(sink.data) == (expected if raw else expected.replace(b"\n", b"\r\n"))
+
+
 async def test_killed_by_a_signal(tmp_path: Path) -> None:
     sink = Sink()
     pty = await spawn(

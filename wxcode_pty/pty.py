@@ -46,8 +46,10 @@ _READ_PER_WAKEUP = 64 * 1024
 #: How long output may keep flowing after the program exited (from its descendants) before
 #: they are ended too.
 _LINGER = 0.5
-#: A read shorter than this drained the PTY (Linux hands out at most 4095 bytes per read): a
-#: further read would only wait for the kernel's tty worker to find nothing.
+#: A read shorter than this most likely drained the PTY (the line discipline holds about 4 KB):
+#: a further read would mostly wait for the kernel's tty worker to find nothing. With output
+#: processing a read can stop a little short of it with data left, but reading on after
+#: shorter reads gained nothing (bench/README.md).
 _FULL_READ = 4095
 #: A PTY whose last wakeup brought at least this much is "busy" (a flood, not typing).
 _BUSY = 2048
@@ -326,7 +328,8 @@ class BidirectionalPTY:
         self._writing = False
         self._paused = paused
         #: Join the reads of one wakeup into one chunk instead of handing on each at once
-        #: (the owner sets it: worth it when each chunk goes to many clients).
+        #: (the owner sets it: worth it when each chunk goes to many clients). A stream on a
+        #: terminal that processes output is joined anyway (see ``_on_readable``).
         self.gather_reads = False
         self._budget = budget or ReadBudget()
         self._busy = False
@@ -457,6 +460,7 @@ class BidirectionalPTY:
         # worker while the others wait for us).
         limit = 1 if budget.contended else _READ_PER_WAKEUP
         gather = self.gather_reads
+        decided = gather
         chunks: list[bytes] = []
         total = 0
         ended = False
@@ -475,12 +479,17 @@ class BidirectionalPTY:
                 ended = True
                 break
             total += len(data)
+            if not decided and len(data) >= _FULL_READ and total < limit:
+                # A stream, and more reads follow in this wakeup: with output processing on
+                # (as programs run), one chunk for all of them costs much less CPU per byte at
+                # the same throughput; without it (stty raw), handing each read on at once is
+                # faster, as the kernel's tty worker refills the PTY while the frame goes out
+                # (bench/README.md).
+                decided = True
+                gather = self._output_processed()
             if gather:
                 chunks.append(data)
             else:
-                # Handed on at once: while its frames go out, the kernel's tty worker refills
-                # the PTY, so the next read finds data instead of sleeping until the worker has
-                # run (more throughput at less CPU per byte, for one client).
                 self._on_output(data)
             if len(data) < _FULL_READ or self._paused:
                 break
@@ -491,6 +500,14 @@ class BidirectionalPTY:
             self._loop.remove_reader(self._fd)
             self._stream_ended.set()
             self._maybe_finish()
+
+    def _output_processed(self) -> bool:
+        """Does the program's terminal process output (``OPOST``)? Asked of the master, which
+        reports the terminal's modes as the program set them."""
+        try:
+            return bool(termios.tcgetattr(self._fd)[1] & termios.OPOST)
+        except termios.error:
+            return False
 
     # -- input -------------------------------------------------------------------------------
 
