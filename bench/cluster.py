@@ -63,16 +63,20 @@ async def _sessions(http: aiohttp.ClientSession, base: str) -> list[dict[str, An
         return result
 
 
-async def takeover(folder: Path, database: str, count: int, lease: float) -> dict[str, Any]:
-    cluster = Cluster(
+def _cluster(folder: Path, database: str, lease: float) -> Cluster:
+    """Three hosts, started, with room for every session of the run."""
+    return Cluster(
         folder,
         database,
         size=3,
         command=PROGRAM,
         lease=lease,
         extra_args=["--max-sessions", "4000"],
-    )
-    cluster.start()
+    ).start()
+
+
+async def takeover(folder: Path, database: str, count: int, lease: float) -> dict[str, Any]:
+    cluster = _cluster(folder, database, lease)
     try:
         first, second = cluster.hosts[0], cluster.hosts[1]
         names = [f"t{n}" for n in range(count)]
@@ -108,15 +112,7 @@ async def takeover(folder: Path, database: str, count: int, lease: float) -> dic
 
 
 async def scale(folder: Path, database: str, per_host: int, lease: float) -> dict[str, Any]:
-    cluster = Cluster(
-        folder,
-        database,
-        size=3,
-        command=PROGRAM,
-        lease=lease,
-        extra_args=["--max-sessions", "4000"],
-    )
-    cluster.start()
+    cluster = _cluster(folder, database, lease)
     proxy = HAProxy(folder / "haproxy", [(h.name, h.port) for h in cluster.hosts])
     try:
         proxy.start()

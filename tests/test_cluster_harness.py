@@ -89,13 +89,19 @@ async def test_relay_passes_bytes_both_ways(relay_to: TcpRelay) -> None:
     assert relay_to.accepted == 2
 
 
-async def test_relay_cut_reset_fails_open_and_new_connections_until_restored(
-    relay_to: TcpRelay, echo_server: tuple[int, list[bytes]]
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", relay_to.port)
+async def relayed_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection through the relay that has carried one round trip already."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"one")
     async with asyncio.timeout(5):
         assert await reader.readexactly(8) == b"echo:one"
+    return reader, writer
+
+
+async def test_relay_cut_reset_fails_open_and_new_connections_until_restored(
+    relay_to: TcpRelay, echo_server: tuple[int, list[bytes]]
+) -> None:
+    reader, writer = await relayed_connection(relay_to.port)
 
     await asyncio.to_thread(relay_to.cut, "reset")
     # The open connection is reset: the client learns at once, without waiting on a timeout.
@@ -125,10 +131,7 @@ async def test_relay_cut_reset_fails_open_and_new_connections_until_restored(
 async def test_relay_blackhole_keeps_sockets_open_and_silent_until_restored(
     relay_to: TcpRelay, echo_server: tuple[int, list[bytes]]
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", relay_to.port)
-    writer.write(b"one")
-    async with asyncio.timeout(5):
-        assert await reader.readexactly(8) == b"echo:one"
+    reader, writer = await relayed_connection(relay_to.port)
 
     await asyncio.to_thread(relay_to.cut, "blackhole")
     writer.write(b"lost")

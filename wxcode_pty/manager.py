@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -178,17 +178,7 @@ class PTYSessionManager:
         log.info("recovery: %d session(s) were running", len(rows))
         # The old trees go first, all together: a respawn must never run beside its
         # predecessor.
-        ended = await proctree.end_trees(
-            [_old_tree(row) for row in rows], grace=self.settings.kill_grace
-        )
-        for row, processes in zip(rows, ended, strict=True):
-            if processes:
-                log.info(
-                    "ended %d process(es) left from project=%s",
-                    len(processes),
-                    row.output_project_id,
-                )
-        self._swept.update(row.session_id for row in rows)
+        await self._sweep(rows)
         if not self.settings.respawn_on_start:
             return
         results = await asyncio.gather(
@@ -204,19 +194,23 @@ class PTYSessionManager:
         assert self.lease is not None
         if self.lease.machine is None:
             return
-        rows = await self.store.leftovers(self.lease.machine)
-        if rows:
-            ended = await proctree.end_trees(
-                [_old_tree(row) for row in rows], grace=self.settings.kill_grace
-            )
-            for row, processes in zip(rows, ended, strict=True):
-                if processes:
-                    log.info(
-                        "ended %d process(es) left from project=%s",
-                        len(processes),
-                        row.output_project_id,
-                    )
-            self._swept.update(row.session_id for row in rows)
+        await self._sweep(await self.store.leftovers(self.lease.machine))
+
+    async def _sweep(self, rows: Sequence[SessionRecord]) -> None:
+        """End what is left of these rows' previous runs, all trees together."""
+        if not rows:
+            return
+        ended = await proctree.end_trees(
+            [_old_tree(row) for row in rows], grace=self.settings.kill_grace
+        )
+        for row, processes in zip(rows, ended, strict=True):
+            if processes:
+                log.info(
+                    "ended %d process(es) left from project=%s",
+                    len(processes),
+                    row.output_project_id,
+                )
+        self._swept.update(row.session_id for row in rows)
 
     @property
     def accepting(self) -> bool:

@@ -282,6 +282,11 @@ class SessionStore:
         """Change some columns of a row (no-op when the row does not exist)."""
         await self._engine.update(output_project_id, _changes(changes))
 
+    def _shared(self) -> PostgresEngine:
+        if self.shared is None:
+            raise ValueError("only a shared (PostgreSQL) store has hosts and owners")
+        return self.shared
+
     async def update_owned(
         self,
         output_project_id: str,
@@ -292,9 +297,7 @@ class SessionStore:
     ) -> None:
         """:meth:`update` while ``owner`` (host id, epoch) holds the row; else OwnershipLost.
         ``timeout``: seconds before the write fails (default: the engine's)."""
-        engine = self.shared
-        if engine is None:
-            raise ValueError("only a shared (PostgreSQL) store has owners")
+        engine = self._shared()
         host_id, epoch = owner
         if not await engine.update_fenced(
             output_project_id, _changes(changes), host_id, epoch, timeout
@@ -306,9 +309,7 @@ class SessionStore:
     ) -> Claim:
         """Write ``record`` as ``host_id``'s, atomically, unless another live host holds the
         row or the row is no longer ``seen`` (see ``PostgresEngine.claim``)."""
-        engine = self.shared
-        if engine is None:
-            raise ValueError("only a shared (PostgreSQL) store has owners")
+        engine = self._shared()
         record = replace(record, updated_at=time.time())
         return await engine.claim(
             _to_row(record), host_id, None if seen is None else seen.updated_at, grace
@@ -319,9 +320,7 @@ class SessionStore:
 
     async def leftovers(self, machine: str) -> Sequence[SessionRecord]:
         """Rows left running by hosts gone from ``machine`` (a shared store)."""
-        engine = self.shared
-        if engine is None:
-            raise ValueError("only a shared (PostgreSQL) store has hosts")
+        engine = self._shared()
         return [_from_row(row) for row in await engine.leftovers(machine)]
 
     def row_writer(
