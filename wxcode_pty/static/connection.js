@@ -289,12 +289,13 @@ export function createConnection(projectId, term, on) {
   }
 
   // A policy refusal can mean a missing token; say so in words the user
-  // can act on, rather than the server's short reason.
+  // can act on, rather than the server's short reason. Ask first, then say
+  // one thing, so the status never flashes the short reason.
   async function policyRefused(c, reason) {
-    stop('refused by the server' + (reason || ' (policy)'), 'refused', 'Retry', true);
-    if (await authStatus() === false && conn === c) {
-      stop(NOT_AUTHORISED, 'refused', 'Retry', true);
-    }
+    const authorised = await authStatus() !== false;
+    if (conn !== c || stopped) return;   // the user reconnected meanwhile
+    stop(authorised ? 'refused by the server' + (reason || ' (policy)') : NOT_AUTHORISED,
+      'refused', 'Retry', true);
   }
 
   // false when the REST API says this user is not authorised, else the

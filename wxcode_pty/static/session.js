@@ -95,9 +95,9 @@ export function startTerminal(projectId) {
       if (status !== 'exited') showOverlay('', text);
       else showOverlay(null);
     },
-    exited(msg, text) {
+    // The socket closes right after; stopped() then says it once.
+    exited() {
       clearClaudeState();
-      setState('exited', text, msg.code === 0 ? 'good' : 'bad');
     },
     ptySize: setPtySize,
     sizeSent() {
