@@ -101,12 +101,12 @@ class Config:
             loaded_rounds=2,
             session_levels=(200, 1000),
             many_rounds=2,
-            attach_concurrency=10,
+            attach_concurrency=20,
             recovery_sessions=200,
             recovery_rounds=2,
             slow_seconds=30.0,
             slow_rounds=1,
-            claude_sessions=50,
+            claude_sessions=100,
             claude_turns=2,
             claude_stagger=10.0,
             claude_rounds=1,
@@ -844,6 +844,7 @@ async def claude_like(bench: Bench) -> dict[str, Any]:
             "lateness_max_ms": max(lateness),
             "server_cpu_seconds": cpu,
             "cpu_pct_per_session": 100.0 * cpu / session_seconds,
+            "cpu_s_per_session_hour": 3600.0 * cpu / session_seconds,
             "server_cpu_pct": 100.0 * cpu / wall,
             "rss_mb": rss / MB,
             "echo_p99_ms": percentile(probe_latencies, 99) if probe_latencies else None,
@@ -868,7 +869,14 @@ async def claude_like(bench: Bench) -> dict[str, Any]:
         "rounds": records,
         "summary": _summaries(
             records,
-            ["lateness_p99_ms", "cpu_pct_per_session", "server_cpu_pct", "echo_p99_ms", "rss_mb"],
+            [
+                "lateness_p99_ms",
+                "cpu_pct_per_session",
+                "cpu_s_per_session_hour",
+                "server_cpu_pct",
+                "echo_p99_ms",
+                "rss_mb",
+            ],
         ),
     }
 

@@ -44,9 +44,8 @@ class SQLiteEngine:
         await self._db.close()
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._query("PRAGMA user_version")
+        return int(rows[0][0]) if rows else 0
 
     async def migrate(self, number: int, name: str, script: str) -> None:
         async with self._write_lock:
@@ -62,20 +61,22 @@ class SQLiteEngine:
                 raise
 
     async def integrity_check(self) -> str:
-        async with self._db.execute("PRAGMA integrity_check") as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else "no answer"
+        rows = await self._query("PRAGMA integrity_check")
+        return str(rows[0][0]) if rows else "no answer"
 
     async def fetch_one(self, output_project_id: str) -> Iterable[Any] | None:
         sql = f"{self._select} WHERE output_project_id = ?"
-        async with self._db.execute(sql, (output_project_id,)) as cursor:
-            return await cursor.fetchone()
+        rows = await self._query(sql, (output_project_id,))
+        return rows[0] if rows else None
 
     async def fetch_all(self, status: str | None) -> list[Iterable[Any]]:
         where, params = ("", ()) if status is None else (" WHERE status = ?", (status,))
         sql = f"{self._select}{where} ORDER BY output_project_id"
-        async with self._db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return [row for row in await self._query(sql, params)]
+
+    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Sequence[Any]]:
+        # One round trip to the database thread (a cursor's execute, fetch and close are three).
+        return list(await self._db.execute_fetchall(sql, params))
 
     async def upsert(self, row: Sequence[Any]) -> None:
         placeholders = ", ".join("?" for _ in self._columns)
