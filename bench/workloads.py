@@ -27,10 +27,12 @@ from common import (
     cpu_seconds,
     descendants,
     is_running,
+    machine_cpu_seconds,
     on_the_wire,
     percentile,
     rss_bytes,
     summarize,
+    thread_cpu_seconds,
     tty_modes,
 )
 from replay import PAUSE as REPLAY_PAUSE
@@ -401,11 +403,16 @@ async def echo_idle(bench: Bench) -> dict[str, Any]:
         client = await open_client(bench.http, target, server.port, name)
         try:
             await _wait_ready(client)
+            cpu0 = cpu_seconds(server.pid)
             latencies = await _echo_probe(client, cfg.echo_count)
+            cpu = cpu_seconds(server.pid) - cpu0
         finally:
             await client.close()
             await server.end_sessions(bench.http, [name])
-        return _latency_record(latencies)
+        return {
+            **_latency_record(latencies),
+            "server_cpu_us_per_echo": 1e6 * cpu / max(len(latencies), 1),
+        }
 
     try:
         records = await _rounds(bench, cfg.echo_rounds, ["raw", *bench.servers], one, "echo")
@@ -414,7 +421,7 @@ async def echo_idle(bench: Bench) -> dict[str, Any]:
             await server.stop()
     return {
         "rounds": _strip_samples(records),
-        "summary": _summaries(records, ["p50_ms", "p99_ms", "max_ms"]),
+        "summary": _summaries(records, ["p50_ms", "p99_ms", "max_ms", "server_cpu_us_per_echo"]),
     }
 
 
@@ -526,6 +533,22 @@ async def _check_alive(clients: list[TermClient], concurrency: int) -> int:
     return dead
 
 
+def _attach_cpu(
+    pid: int, before: dict[int, float], after: dict[int, float], machine: float, attached: int
+) -> dict[str, float]:
+    """CPU per attach in ms: the server's (all threads, and the event loop's thread alone) and
+    the whole machine's (server, programs, this client, the kernel), which bounds the attach
+    time when the attaches keep every core busy."""
+    if not attached:
+        return {}
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    return {
+        "server_cpu_ms_per_attach": 1000.0 * sum(spent.values()) / attached,
+        "main_thread_cpu_ms_per_attach": 1000.0 * spent.get(pid, 0.0) / attached,
+        "machine_cpu_ms_per_attach": 1000.0 * machine / attached,
+    }
+
+
 async def many_sessions(bench: Bench) -> dict[str, Any]:
     """N concurrent sessions, each a cat child with one client: server RSS and attach times."""
     cfg = bench.cfg
@@ -540,11 +563,15 @@ async def many_sessions(bench: Bench) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
                 rss_idle = rss_bytes(server.pid)
                 names = [bench.name("idle") for _ in range(level)]
+                threads0 = thread_cpu_seconds(server.pid)
+                machine0 = machine_cpu_seconds()
                 t0 = time.monotonic()
                 clients, times, failures = await _attach_many(
                     bench, server, names, time.monotonic() + 300
                 )
                 seconds = time.monotonic() - t0
+                threads1 = thread_cpu_seconds(server.pid)
+                machine = machine_cpu_seconds() - machine0
                 await asyncio.sleep(1.0)  # let allocations settle before reading RSS
                 rss = rss_bytes(server.pid)
                 children = descendants(server.pid)
@@ -564,6 +591,9 @@ async def many_sessions(bench: Bench) -> dict[str, Any]:
                 "failed": len(failures),
                 "not_echoing": dead,
                 "child_processes": len(children),
+                # Where the CPU of an attach goes (the ones that attached; threads that ended
+                # during the attaches are not counted).
+                **_attach_cpu(server.pid, threads0, threads1, machine, len(times)),
                 "failures_sample": failures[:3],
             }
 
@@ -573,7 +603,17 @@ async def many_sessions(bench: Bench) -> dict[str, Any]:
         levels[str(level)] = {
             "rounds": records,
             "summary": _summaries(
-                records, ["rss_mb", "attach_p50_ms", "attach_p99_ms", "attach_all_s", "failed"]
+                records,
+                [
+                    "rss_mb",
+                    "attach_p50_ms",
+                    "attach_p99_ms",
+                    "attach_all_s",
+                    "failed",
+                    "server_cpu_ms_per_attach",
+                    "main_thread_cpu_ms_per_attach",
+                    "machine_cpu_ms_per_attach",
+                ],
             ),
         }
     return {"attach_concurrency": cfg.attach_concurrency, "levels": levels}
