@@ -442,7 +442,8 @@ def test_touch_scrolling_on_a_phone(browser: Any, servers: list[Server], tmp_pat
         phone.page.goto(f"{server.origin}/?project=scroll")
         phone.wait_status("connected")
         phone.wait_screen(PROMPT)
-        phone.run("seq 1 300", "300")
+        # The needle is in the output only: "300" is on the screen as soon as the command is.
+        phone.run("seq 1 300; echo end-$((6*7))", "end-42")
         bottom: int = phone.page.evaluate("() => window.wxcodePty.term.buffer.active.viewportY")
         assert bottom > 0
         # A finger dragged down the terminal scrolls back, as on any phone page.
