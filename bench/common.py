@@ -68,15 +68,19 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def _stat_fields(pid: int) -> list[str]:
-    raw = Path(f"/proc/{pid}/stat").read_text()
+def _stat_fields(pid: int, thread: int | None = None) -> list[str]:
+    task = "" if thread is None else f"/task/{thread}"
+    raw = Path(f"/proc/{pid}{task}/stat").read_text()
     # The command name may hold spaces and parentheses: split after its last ')'.
     return raw[raw.rindex(")") + 2 :].split()
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of one process itself (not its children)."""
-    fields = _stat_fields(pid)
+    return _cpu(_stat_fields(pid))
+
+
+def _cpu(fields: list[str]) -> float:
     # After the name: state is field 3 of proc(5), so utime (14) and stime (15) sit at 11 and 12.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
@@ -84,13 +88,11 @@ def cpu_seconds(pid: int) -> float:
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """User plus system CPU time of each live thread of a process, by thread id."""
     found: dict[int, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
         try:
-            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            found[tid] = _cpu(_stat_fields(pid, tid))
         except OSError:
             continue  # the thread ended meanwhile
-        fields = raw[raw.rindex(")") + 2 :].split()
-        found[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return found
 
 
