@@ -88,7 +88,22 @@ def echo_program(marker: str) -> str:
 # -- the hosts ---------------------------------------------------------------------------------
 
 
-class ClusterHost:
+class _Listening:
+    """Something listening on a port of 127.0.0.1 (a host's base URL is also the address it
+    advertises to its peers)."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+class ClusterHost(_Listening):
     """One ``wxcode-pty serve`` process of a cluster; the same port, database URL and workdir
     across restarts, so that it comes back as the same advertised address."""
 
@@ -101,15 +116,6 @@ class ClusterHost:
         self.database = database
         self.process: Process | None = None
         self.starts = 0
-
-    @property
-    def url(self) -> str:
-        """The base URL, which is also the address it advertises to its peers."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def argv(self) -> list[str]:
         c = self.cluster
@@ -313,7 +319,7 @@ def haproxy_config(
     return "\n".join(out) + "\n"
 
 
-class HAProxy:
+class HAProxy(_Listening):
     """HAProxy in the foreground on 127.0.0.1 at a free port, in front of ``servers``."""
 
     def __init__(self, folder: Path, servers: list[tuple[str, int]], token: str = TOKEN) -> None:
@@ -328,14 +334,6 @@ class HAProxy:
         )
         self.token = token
         self.process: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> HAProxy:
         # The health check's Authorization header reads the token from the environment.
