@@ -356,13 +356,18 @@ class HAProxy(_Listening):
         lines = b"".join(chunks).decode().splitlines()
         header = lines[0].lstrip("# ").split(",")
         sv, status = header.index("svname"), header.index("status")
+        check = header.index("check_status")
         names = {name for name, _ in self.servers}
         states: dict[str, str] = {}
         for line in lines[1:]:
             fields = line.split(",")
-            if len(fields) > status and fields[sv] in names:
-                # "UP 1/2" while it is rising: the word is what counts.
-                states[fields[sv]] = fields[status].split(" ")[0]
+            if len(fields) > max(status, check) and fields[sv] in names:
+                # A server starts "UP" before its first check, and stays "UP n/m" while going
+                # down: it counts as up once its last check passed.
+                word = fields[status].split(" ")[0]
+                if word == "UP" and "OK" not in fields[check]:
+                    word = "UNCONFIRMED"
+                states[fields[sv]] = word
         return states
 
     def wait_for(
@@ -693,6 +698,12 @@ class ProgramWatcher:
                 return live
             if time.monotonic() > deadline:
                 raise AssertionError(f"programs alive after {timeout}s: {live}")
+
+    async def until(
+        self, condition: Callable[[dict[str, set[int]]], bool], timeout: float = 30
+    ) -> dict[str, set[int]]:
+        """:meth:`wait_for` off the caller's event loop, which must stay free meanwhile."""
+        return await asyncio.to_thread(self.wait_for, condition, timeout)
 
     def assert_never_two(self) -> None:
         """No project ever had two programs alive at once during the watch."""

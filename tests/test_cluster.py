@@ -90,7 +90,9 @@ async def make_proxy(tmp_path: Path) -> AsyncIterator[Callable[[Cluster], Awaita
 
     async def make(cluster: Cluster) -> HAProxy:
         proxy = HAProxy(
-            tmp_path / "haproxy", [(h.name, h.port) for h in cluster.hosts], cluster.token
+            tmp_path / f"haproxy{len(started)}",
+            [(h.name, h.port) for h in cluster.hosts],
+            cluster.token,
         )
         started.append(proxy)
         return await asyncio.to_thread(proxy.start)
@@ -283,7 +285,7 @@ async def test_a_terminal_reaches_its_owner_through_any_host_and_through_haproxy
 
     status, created = await post_session(http, owner.url, project)
     assert status == 201 and created["host"] == owner.url, created
-    watcher.wait_for(lambda live: len(live.get(project, ())) == 1)
+    await watcher.until(lambda live: len(live.get(project, ())) == 1)
     (pid,) = watcher.live()[project]
     assert pid == created["pid"], "the API names the program that runs"
     forwards_before = await metric(http, routed_to.url, "wxcode_pty_forwards_total")
@@ -345,7 +347,7 @@ async def test_fifty_concurrent_get_or_create_calls_spawn_one_program(
     assert len({body["session_id"] for _, body in answers}) == 1, answers
     assert len({body["host"] for _, body in answers}) == 1, answers
     owner = cluster.host_at(answers[0][1]["host"])
-    watcher.wait_for(lambda live: len(live.get("contested", ())) == 1)
+    await watcher.until(lambda live: len(live.get("contested", ())) == 1)
 
     spawns = [await metric(http, h.url, "wxcode_pty_spawns_total") for h in cluster.hosts]
     assert sum(spawns) == 1, spawns
@@ -373,7 +375,7 @@ async def test_sessions_of_a_killed_host_run_again_on_the_others(
     doomed = cluster.hosts[0]
     projects = [f"k{n:03d}" for n in range(KILLED_SESSIONS)]
     created = await create_on(http, doomed, projects)
-    watcher.wait_for(lambda live: all(len(live.get(p, ())) == 1 for p in projects), 60)
+    await watcher.until(lambda live: all(len(live.get(p, ())) == 1 for p in projects), 60)
     before = pids_of(watcher, projects)
     # Someone is watching one of them when its host dies.
     client = await attach(http, proxy.ws_url, proxy.url, projects[0])
@@ -387,7 +389,7 @@ async def test_sessions_of_a_killed_host_run_again_on_the_others(
     moved = await wait_moved_off(http, cluster, doomed, projects, TAKEOVER)
     elapsed = time.monotonic() - killed_at
     # Every session is running again, a new program for each, never two at once.
-    after = watcher.wait_for(
+    after = await watcher.until(
         lambda live: all(len(live.get(p, ())) == 1 and before[p] not in live[p] for p in projects),
         30,
     )
@@ -414,7 +416,7 @@ async def test_sessions_of_a_killed_host_run_again_on_the_others(
     listing = await list_sessions(http, doomed.url)
     for project in projects:
         assert listing[project]["host"] == moved[project]["host"], listing[project]
-    watcher.wait_for(lambda live: len(live.get("after-restart", ())) == 1)
+    await watcher.until(lambda live: len(live.get("after-restart", ())) == 1)
     assert {p: watcher.live()[p] for p in projects} == {p: after[p] for p in projects}
     watcher.assert_never_two()
 
@@ -428,7 +430,7 @@ async def test_a_gracefully_stopped_host_hands_its_sessions_over_before_its_leas
     leaving = cluster.hosts[0]
     projects = [f"g{n}" for n in range(10)]
     await create_on(http, leaving, projects)
-    watcher.wait_for(lambda live: all(len(live.get(p, ())) == 1 for p in projects))
+    await watcher.until(lambda live: all(len(live.get(p, ())) == 1 for p in projects))
     before = pids_of(watcher, projects)
 
     stopping = asyncio.create_task(asyncio.to_thread(leaving.terminate, 30))
@@ -437,7 +439,7 @@ async def test_a_gracefully_stopped_host_hands_its_sessions_over_before_its_leas
     elapsed = time.monotonic() - started
     assert await stopping == 0, leaving.log()
     assert elapsed < 0.6 * lease, f"took {elapsed:.1f}s: as slow as a lapsed lease"
-    watcher.wait_for(
+    await watcher.until(
         lambda live: all(len(live.get(p, ())) == 1 and before[p] not in live[p] for p in projects)
     )
     watcher.assert_never_two()
@@ -465,7 +467,7 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
     relay = cluster.relays[0]
     projects = [f"c{n}" for n in range(8)]
     created = await create_on(http, cut_off, projects)
-    watcher.wait_for(lambda live: all(len(live.get(p, ())) == 1 for p in projects))
+    await watcher.until(lambda live: all(len(live.get(p, ())) == 1 for p in projects))
     before = pids_of(watcher, projects)
 
     await asyncio.to_thread(relay.cut, mode)
@@ -473,7 +475,7 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
     moved = await wait_moved_off(http, cluster, cut_off, projects, TAKEOVER)
     # The successors run: had an old program outlived the cut, the watcher saw both.
     watcher.assert_never_two()
-    after = watcher.wait_for(
+    after = await watcher.until(
         lambda live: all(len(live.get(p, ())) == 1 and before[p] not in live[p] for p in projects)
     )
     watcher.assert_never_two()
@@ -505,7 +507,7 @@ async def test_a_host_cut_from_the_database_ends_its_programs_before_the_others_
     listing = await list_sessions(http, cut_off.url)
     for project in projects:
         assert listing[project]["host"] == moved[project]["host"], listing[project]
-    watcher.wait_for(lambda live: len(live.get("after-cut", ())) == 1)
+    await watcher.until(lambda live: len(live.get("after-cut", ())) == 1)
     assert all(watcher.live()[p] == after[p] for p in projects)
     watcher.assert_never_two()
 
@@ -602,7 +604,7 @@ async def test_a_host_cut_from_the_database_still_stops_promptly(
     cluster = await make_cluster(size=2, relayed=[0], isolated=can_isolate())
     cut_off = cluster.hosts[0]
     await create_on(http, cut_off, ["s0", "s1"])
-    watcher.wait_for(lambda live: "s0" in live and "s1" in live)
+    await watcher.until(lambda live: "s0" in live and "s1" in live)
     await asyncio.to_thread(cluster.relays[0].cut, mode)
     # Fenced, and its sessions taken by the peer: nothing is left for it to do.
     await wait_moved_off(http, cluster, cut_off, ["s0", "s1"], TAKEOVER)

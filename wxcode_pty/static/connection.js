@@ -9,7 +9,7 @@
 //   connected()                  the replay is drawn: live from here on
 //   retrying(seconds)            the countdown to the next automatic try
 //   stopped(text, status, label) no automatic reconnect: the user decides
-//   exited(msg, text)            the program ended (the socket closes next)
+//   exited()                     the program ended (the socket closes next)
 //   ptySize(size)                the PTY's {cols, rows}, null while not connected
 //   sizeSent()                   this page's size was sent: it is the active client
 //   claudeState(msg)             Claude's state as the server says it
@@ -226,7 +226,7 @@ export function createConnection(projectId, term, on) {
         break;
       case 'exit':
         c.exited = exitText(msg);
-        on.exited(msg, c.exited);
+        on.exited();
         break;
       case 'error':
         if (msg.code === 'forbidden' && msg.message === 'input is not allowed') {
