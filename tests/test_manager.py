@@ -16,6 +16,7 @@ from wxcode_pty.commands import ClaudeState, ProgramEvents, Retry, SpawnPlan, Sp
 from wxcode_pty.manager import InvalidProjectId, SessionLimitReached, ShuttingDown
 from wxcode_pty.pty import ExitStatus
 from wxcode_pty.session import PTYSession
+from wxcode_pty.store import SessionRecord, SessionStatus
 
 from .conftest import children_of, open_fds, threads_outside_pools
 
@@ -428,3 +429,30 @@ async def test_a_start_cancelled_during_the_spawn_closes_its_tracker(
     async with asyncio.timeout(10):
         while (await asyncio.to_thread(proctree.find_marked, [row.session_id]))[row.session_id]:
             await asyncio.sleep(0.02)
+
+
+async def test_a_row_left_running_by_a_previous_server_shows_no_pid(
+    manager_factory: Factory,
+) -> None:
+    # Without respawn on start, a row marked running names the pid of a program of a previous
+    # server's run: no program of this server has it, whatever the advertised address says.
+    manager = await manager_factory(respawn_on_start=False, advertise_url="http://127.0.0.1:8765")
+    now = time.time()
+    await manager.store.put(
+        SessionRecord(
+            output_project_id="left",
+            session_id="0" * 32,
+            kind="shell",
+            argv=("cat",),
+            cwd="/",
+            status=SessionStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            last_activity=now,
+            pid=os.getpid(),
+        )
+    )
+    info = await manager.describe("left")
+    assert info is not None and (info["status"], info["pid"]) == ("running", None), info
+    listed = {i["output_project_id"]: i for i in await manager.list_sessions()}
+    assert listed["left"]["pid"] is None, listed["left"]

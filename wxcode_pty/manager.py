@@ -271,6 +271,10 @@ class PTYSessionManager:
         if shared is None or output_project_id in self._by_project:
             return None
         owner = await shared.owner(check_project_id(output_project_id), self.grace)
+        return self._elsewhere(output_project_id, owner)
+
+    def _elsewhere(self, output_project_id: str, owner: Owner | None) -> OwnedElsewhere | None:
+        """OwnedElsewhere when ``owner`` is another host that holds the row, else None."""
         if owner is None or not owner.held or owner.owner_host == self._host_id():
             return None
         return OwnedElsewhere(output_project_id, owner.address if owner.live else None)
@@ -288,7 +292,11 @@ class PTYSessionManager:
         remote_pid = None
         if session is not None:
             host = self.settings.advertise_url
-        elif host is not None and row.status == SessionStatus.RUNNING:
+        elif (
+            host is not None
+            and host != self.settings.advertise_url
+            and row.status == SessionStatus.RUNNING
+        ):
             remote_pid = row.pid  # another live host runs it: the pid on that host
         return SessionInfo(
             session_id=session.session_id if session else row.session_id,
@@ -580,8 +588,8 @@ class PTYSessionManager:
             owner = await self.store.shared.owner(output_project_id, self.grace)
             if owner is None:
                 return
-            if owner.held and owner.owner_host != self._host_id():
-                raise OwnedElsewhere(output_project_id, owner.address if owner.live else None)
+            if moved := self._elsewhere(output_project_id, owner):
+                raise moved
             await self._write_not_running(
                 output_project_id, owner, claude_session_id=claude_session_id
             )
@@ -606,8 +614,8 @@ class PTYSessionManager:
             await session.close(CloseReason.STOPPED)
         elif self.store.shared is not None:
             owner = await self.store.shared.owner(output_project_id, self.grace)
-            if owner is not None and owner.held and owner.owner_host != self._host_id():
-                raise OwnedElsewhere(output_project_id, owner.address if owner.live else None)
+            if moved := self._elsewhere(output_project_id, owner):
+                raise moved
         row = await self.store.get(output_project_id)
         if row is None:
             return session is not None

@@ -38,9 +38,9 @@ __all__ = ["CloseReason", "PTYSession", "Recorder", "SessionClient"]
 
 log = logging.getLogger("wxcode_pty")
 
-#: Up to this many clients, each read from the PTY is handed on at once (its sends overlap the
-#: kernel refilling the PTY); with more, a wakeup's reads go out as one chunk, since a frame to
-#: each of them per small read costs more than the wait it saves (bench/README.md).
+#: With more clients than this, a wakeup's reads always go out as one chunk, since a frame to
+#: each of them per small read costs more than the wait it saves (bench/README.md); with fewer,
+#: the PTY decides by the terminal's mode (``BidirectionalPTY._on_readable``).
 _EAGER_CLIENTS = 5
 #: How much of the output an exiting program's profile may look at (error texts).
 _TAIL = 4096
@@ -380,7 +380,7 @@ class PTYSession:
             self._pty.resume_reading()
 
     def _match_reads_to_clients(self) -> None:
-        """Hand on each read at once for a few clients, gathered for many."""
+        """Gather a wakeup's reads for many clients; for a few the PTY decides by its mode."""
         self._fanout = tuple(self.clients)
         if self._pty is not None:
             self._pty.gather_reads = len(self.clients) > _EAGER_CLIENTS

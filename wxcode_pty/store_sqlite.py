@@ -72,9 +72,9 @@ class SQLiteEngine:
     async def fetch_all(self, status: str | None) -> list[Iterable[Any]]:
         where, params = ("", ()) if status is None else (" WHERE status = ?", (status,))
         sql = f"{self._select}{where} ORDER BY output_project_id"
-        return [row for row in await self._query(sql, params)]
+        return await self._query(sql, params)
 
-    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Sequence[Any]]:
+    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         # One round trip to the database thread (a cursor's execute, fetch and close are three).
         return list(await self._db.execute_fetchall(sql, params))
 
